@@ -1,0 +1,174 @@
+"""The job's configuration: one frozen, validated tree read from YAML plus dotted overrides.
+
+Every key has a default; a YAML file and ``--set section.key=value`` overrides are layered on top.
+Unknown keys, wrong types and impossible combinations raise :class:`ConfigError` whose message is
+one line naming the key, the bad value and what would be valid.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+STRATEGIES = ("none", "simple", "first", "average", "max")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+DEFAULT_MODEL = "orgcatorg/bert-base-multilingual-cased-ner"
+
+
+class ConfigError(ValueError):
+    """A user mistake in the configuration; its message is a single actionable line."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class InputConfig(_Section):
+    path: str | None = None
+    id_col: str = "doc_id"
+    text_col: str = "text"
+    passthrough_cols: tuple[str, ...] = ()
+
+
+class OutputConfig(_Section):
+    path: str | None = None
+    mode: Literal["error", "overwrite"] = "error"
+    partition_by: tuple[str, ...] = ()
+
+
+class ModelConfig(_Section):
+    name: str = DEFAULT_MODEL
+    revision: str | None = None
+    allow_pickle: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16", "fp16", "int8"] = "fp32"
+    threads: int | None = Field(default=None, ge=1)
+
+
+class TaggingConfig(_Section):
+    aggregation: Literal["none", "simple", "first", "average", "max"] = "simple"
+    max_length: int | None = Field(default=None, ge=8)
+    stride: int | None = Field(default=None, ge=0)
+    batch_tokens: int = Field(default=8192, ge=64)
+    chunk_chars: int = Field(default=1_000_000, ge=1_000)
+    max_windows_per_doc: int = Field(default=0, ge=0)
+    min_score: float = Field(default=0.0, ge=0.0, le=1.0)
+    labels: tuple[str, ...] = ()
+    label_map: dict[str, str] = Field(default_factory=dict)
+    dedupe: bool = True
+
+    def resolved_stride(self, max_length: int, n_special: int) -> int:
+        """The stride actually used: the configured one, else non-overlapping for ``none`` and a
+        quarter of the usable window otherwise."""
+        if self.stride is not None:
+            return self.stride
+        if self.aggregation == "none":
+            return 0
+        return max(1, (max_length - n_special) // 4)
+
+
+class SparkConfig(_Section):
+    app_name: str = "ner-tag"
+    master: str | None = None
+    partitions: int | None = Field(default=None, ge=1)
+    arrow_batch_rows: int = Field(default=1024, ge=1)
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class Config(_Section):
+    input: InputConfig = InputConfig()
+    output: OutputConfig = OutputConfig()
+    model: ModelConfig = ModelConfig()
+    tagging: TaggingConfig = TaggingConfig()
+    spark: SparkConfig = SparkConfig()
+
+    @model_validator(mode="after")
+    def _combinations(self) -> "Config":
+        t, m = self.tagging, self.model
+        if t.stride is not None and t.aggregation == "none":
+            raise ValueError(
+                f"tagging.stride: got {t.stride} with tagging.aggregation=none; overlapping windows need "
+                "an aggregation (simple, first, average, max) or leave stride unset"
+            )
+        if t.stride is not None and t.max_length is not None and t.stride >= t.max_length:
+            raise ValueError(
+                f"tagging.stride: got {t.stride}, must be < tagging.max_length ({t.max_length})"
+            )
+        if m.precision == "fp16" and m.device == "cpu":
+            raise ValueError("model.precision: got fp16 with model.device=cpu; on CPU use fp32, bf16 or int8")
+        if m.precision == "int8" and m.device == "cuda":
+            raise ValueError("model.precision: got int8 with model.device=cuda; on GPU use fp32, bf16 or fp16")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _format_error(err: ValidationError) -> str:
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"])
+    msg = e["msg"]
+    if msg.startswith("Value error, "):
+        return msg[len("Value error, ") :]
+    if e["type"] == "extra_forbidden":
+        section = e["loc"][:-1]
+        model: type[BaseModel] = Config
+        for part in section:
+            model = model.model_fields[str(part)].annotation  # type: ignore[assignment]
+        valid = ", ".join(".".join([*map(str, section), k]) for k in model.model_fields)
+        return f"{loc}: unknown key; valid keys here: {valid}"
+    return f"{loc}: got {e.get('input')!r}; {msg}"
+
+
+def _parse_scalar(text: str) -> Any:
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        nxt = node.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{dotted}: '{p}' is a value, not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    sets: list[str] | None = None,
+) -> Config:
+    """Read ``path`` (YAML, optional), apply ``overrides`` ({dotted key: value}) and ``sets``
+    (``"dotted.key=yaml value"`` strings), validate, and return the frozen :class:`Config`."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"--config: file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--config: {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"--config: {p} must hold a mapping of sections, got {type(loaded).__name__}")
+        tree = loaded
+    for item in sets or []:
+        if "=" not in item:
+            raise ConfigError(f"--set: got {item!r}; expected dotted.key=value, e.g. tagging.stride=64")
+        key, raw = item.split("=", 1)
+        _set_dotted(tree, key.strip(), _parse_scalar(raw))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(tree, key, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None

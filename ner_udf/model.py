@@ -1,0 +1,141 @@
+"""Load a token-classification model once per process and run it on padded batches.
+
+Torch and transformers are imported inside the functions so that the configuration, the Spark
+driver and pure tests never pay for them. Loading is cached per process, keyed by everything that
+changes the loaded object (model, revision, device, precision, threads, pickle permission).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .config import ModelConfig
+
+_CACHE: dict[tuple, "LoadedModel"] = {}
+_LOCK = threading.Lock()
+LOAD_COUNT = 0  # loads performed by this process (the cache makes repeats free)
+
+
+class ModelLoadError(RuntimeError):
+    """The model cannot be loaded (not found, not allowed, device unavailable)."""
+
+
+@dataclass
+class LoadedModel:
+    """A tokenizer and a forward function ``(ids, mask) -> probabilities float32[b, L, n_labels]``."""
+
+    name: str
+    revision: str | None
+    tokenizer: Any
+    id2label: dict[int, str]
+    max_positions: int
+    device: str
+    precision: str
+    forward: Callable[[np.ndarray, np.ndarray], np.ndarray] = field(repr=False)
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"model.device: got {requested!r} but no CUDA device is available")
+    return requested
+
+
+def _threads(cfg: ModelConfig) -> int:
+    if cfg.threads:
+        return cfg.threads
+    env = os.environ.get("OMP_NUM_THREADS")  # Spark sets it to spark.task.cpus in Python workers
+    if env and env.isdigit() and int(env) > 0:
+        return int(env)
+    return os.cpu_count() or 1
+
+
+def load_model(cfg: ModelConfig, device: str | None = None) -> LoadedModel:
+    """The cached :class:`LoadedModel` for ``cfg`` (``device`` overrides ``cfg.device``, e.g. the
+    GPU Spark assigned to the task)."""
+    global LOAD_COUNT
+    dev = resolve_device(device or cfg.device)
+    key = (cfg.name, cfg.revision, dev, cfg.precision, _threads(cfg), cfg.allow_pickle)
+    with _LOCK:
+        hit = _CACHE.get(key)
+        if hit is not None:
+            return hit
+        loaded = _load(cfg, dev)
+        _CACHE[key] = loaded
+        LOAD_COUNT += 1
+        return loaded
+
+
+def clear_cache() -> None:
+    with _LOCK:
+        _CACHE.clear()
+
+
+def _load(cfg: ModelConfig, device: str) -> LoadedModel:
+    import torch
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    if cfg.precision == "fp16" and not device.startswith("cuda"):
+        raise ModelLoadError(f"model.precision: fp16 needs a CUDA device, got device {device!r}; use fp32, bf16 or int8")
+    if cfg.precision == "int8" and device.startswith("cuda"):
+        raise ModelLoadError("model.precision: int8 (dynamic quantization) runs on CPU only; use fp16 or bf16 on GPU")
+    torch.set_num_threads(_threads(cfg))
+    hf_logging.set_verbosity_error()
+    kwargs = dict(revision=cfg.revision, trust_remote_code=False)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(cfg.name, use_fast=True, **kwargs)
+        model = AutoModelForTokenClassification.from_pretrained(
+            cfg.name, use_safetensors=None if cfg.allow_pickle else True, **kwargs
+        )
+    except (OSError, ValueError, EnvironmentError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = "" if cfg.allow_pickle else " (only safetensors weights are loaded unless model.allow_pickle=true)"
+        raise ModelLoadError(f"model.name: cannot load {cfg.name!r}: {first}{hint}") from exc
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelLoadError(f"model.name: {cfg.name!r} has no fast tokenizer (tokenizer.json); offsets need one")
+    model.eval()
+    if cfg.precision == "int8":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    elif cfg.precision == "bf16":
+        model = model.to(torch.bfloat16)
+    elif cfg.precision == "fp16":
+        model = model.to(torch.float16)
+    model = model.to(device)
+    torch_device = torch.device(device)
+    pin = torch_device.type == "cuda"
+
+    def forward(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            t_ids = torch.from_numpy(ids)
+            t_mask = torch.from_numpy(mask)
+            if pin:
+                t_ids = t_ids.pin_memory().to(torch_device, non_blocking=True)
+                t_mask = t_mask.pin_memory().to(torch_device, non_blocking=True)
+            logits = model(input_ids=t_ids, attention_mask=t_mask, token_type_ids=torch.zeros_like(t_ids)).logits
+            return torch.softmax(logits.float(), dim=-1).cpu().numpy()
+
+    config = model.config
+    id2label = {int(k): v for k, v in config.id2label.items()}
+    revision = getattr(config, "_commit_hash", None) or cfg.revision
+    return LoadedModel(
+        name=cfg.name,
+        revision=revision,
+        tokenizer=tokenizer,
+        id2label=id2label,
+        max_positions=int(getattr(config, "max_position_embeddings", 512)),
+        device=device,
+        precision=cfg.precision,
+        forward=forward,
+    )

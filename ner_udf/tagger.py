@@ -1,0 +1,224 @@
+"""``Tagger.tag(texts) -> list[DocResult]``: entities and per-document stats for many texts at once.
+
+Texts are deduplicated, tokenized into overlapping windows, packed into length-sorted batches under
+a token budget, run through the model and aggregated exactly like the transformers pipeline. Work is
+done in chunks of at most ``tagging.chunk_chars`` characters so memory stays bounded whatever the
+number or size of the texts. A failure on one document marks that document ``error`` and the others
+go on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .aggregation import Entity, LabelSet, Strategy, aggregate_window, merge_overlapping
+from .batching import pad, plan_batches
+from .config import TaggingConfig
+from .windows import Window, WindowMaker
+
+OK, EMPTY, NULL, ERROR = "ok", "empty", "null", "error"
+
+
+@dataclass(slots=True)
+class DocResult:
+    """What tagging one document produced. ``entities`` is empty unless ``status == "ok"``."""
+
+    status: str
+    entities: list[Entity] = field(default_factory=list)
+    n_chars: int | None = None
+    n_tokens: int = 0
+    n_windows: int = 0
+    truncated: bool = False
+    error: str | None = None
+
+
+@dataclass
+class TagStats:
+    """Counters of one tagger, for the run manifest and benchmarks."""
+
+    documents: int = 0
+    unique_texts: int = 0
+    windows: int = 0
+    tokens: int = 0  # real tokens fed to the model (window overlap counted)
+    padded_tokens: int = 0  # tokens fed including padding
+    batches: int = 0
+
+
+class Tagger:
+    """Tags texts with one loaded model (see :func:`ner_udf.model.load_model`).
+
+    ``forward(ids, mask)`` returns probabilities float32[b, L, n_labels]; any callable with that
+    signature works, which is how tests swap in fakes.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        forward: Callable[[np.ndarray, np.ndarray], np.ndarray],
+        id2label: dict[int, str] | Sequence[str],
+        config: TaggingConfig,
+        max_positions: int = 512,
+    ):
+        self.config = config
+        self.forward = forward
+        self.labels = LabelSet.from_id2label(id2label)
+        self.strategy = Strategy(config.aggregation)
+        tok_max = int(getattr(tokenizer, "model_max_length", max_positions) or max_positions)
+        self.max_length = config.max_length or min(tok_max, max_positions)
+        n_special = tokenizer.num_special_tokens_to_add(pair=False)
+        if self.max_length <= n_special + 1:
+            raise ValueError(f"tagging.max_length: got {self.max_length}; must exceed {n_special + 1}")
+        self.stride = config.resolved_stride(self.max_length, n_special)
+        if self.stride >= self.max_length - n_special:
+            raise ValueError(
+                f"tagging.stride: got {self.stride}; must be < max_length - special tokens "
+                f"({self.max_length - n_special})"
+            )
+        self.windows = WindowMaker(tokenizer, self.max_length, self.stride)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.stats = TagStats()
+
+    @classmethod
+    def from_loaded(cls, loaded, config: TaggingConfig) -> "Tagger":
+        return cls(loaded.tokenizer, loaded.forward, loaded.id2label, config, loaded.max_positions)
+
+    # -- public -------------------------------------------------------------------------------
+    def tag(self, texts: Sequence[str | None]) -> list[DocResult]:
+        results: list[DocResult | None] = [None] * len(texts)
+        todo: dict[str, list[int]] = {}
+        for i, text in enumerate(texts):
+            if text is None or (isinstance(text, float) and np.isnan(text)):
+                results[i] = DocResult(NULL)
+            elif not isinstance(text, str):
+                results[i] = DocResult(ERROR, error=f"text is {type(text).__name__}, not a string")
+            elif not text.strip():
+                results[i] = DocResult(EMPTY, n_chars=len(text))
+            elif self.config.dedupe:
+                todo.setdefault(text, []).append(i)
+            else:
+                todo[f"\0{i}"] = [i]  # unique key; the text itself is texts[i]
+        self.stats.documents += len(texts)
+        keys = list(todo)
+        self.stats.unique_texts += len(keys)
+        for chunk in self._chunks(keys, texts, todo):
+            uniq = [texts[todo[k][0]] for k in chunk]
+            for k, res in zip(chunk, self._tag_unique(uniq)):
+                for i in todo[k]:
+                    results[i] = res if i == todo[k][0] else _copy(res)
+        return results  # type: ignore[return-value]
+
+    # -- stages -------------------------------------------------------------------------------
+    def _chunks(self, keys, texts, todo):
+        chunk, size = [], 0
+        for k in keys:
+            n = len(texts[todo[k][0]])
+            if chunk and size + n > self.config.chunk_chars:
+                yield chunk
+                chunk, size = [], 0
+            chunk.append(k)
+            size += n
+        if chunk:
+            yield chunk
+
+    def _tokenize(self, texts: list[str]) -> tuple[list[list[Window]], np.ndarray, list[str | None]]:
+        per_doc: list[list[Window]] = [[] for _ in texts]
+        errors: list[str | None] = [None] * len(texts)
+        try:
+            windows, n_tokens = self.windows(texts)
+        except Exception:  # isolate the culprit(s): tokenize one by one
+            n_tokens = np.zeros(len(texts), dtype=np.int64)
+            windows = []
+            for i, t in enumerate(texts):
+                try:
+                    w, n = self.windows([t])
+                except Exception as exc:  # noqa: BLE001 - reported per document
+                    errors[i] = f"tokenization failed: {type(exc).__name__}: {exc}"
+                    continue
+                windows.extend(Window(i, x.input_ids, x.offsets, x.special, x.is_subword) for x in w)
+                n_tokens[i] = n[0]
+        for w in windows:
+            per_doc[w.doc].append(w)
+        return per_doc, n_tokens, errors
+
+    def _tag_unique(self, texts: list[str]) -> list[DocResult]:
+        per_doc, n_tokens, errors = self._tokenize(texts)
+        cap = self.config.max_windows_per_doc
+        results = []
+        flat: list[Window] = []
+        for i, text in enumerate(texts):
+            if errors[i] is not None:
+                results.append(DocResult(ERROR, n_chars=len(text), error=errors[i]))
+                continue
+            wins = per_doc[i]
+            truncated = bool(cap and len(wins) > cap)
+            if truncated:
+                wins = per_doc[i] = wins[:cap]
+            if n_tokens[i] == 0:
+                per_doc[i] = wins = []
+            flat.extend(wins)
+            results.append(
+                DocResult(OK, n_chars=len(text), n_tokens=int(n_tokens[i]), n_windows=len(wins), truncated=truncated)
+            )
+        probs, failures = self._run(flat)
+        for i, res in enumerate(results):
+            if res.status != OK:
+                continue
+            failed = [failures[id(w)] for w in per_doc[i] if id(w) in failures]
+            if failed:
+                res.status, res.error, res.n_windows = ERROR, failed[0], 0
+                continue
+            found: list[Entity] = []
+            for w in per_doc[i]:
+                found.extend(aggregate_window(probs[id(w)], w.offsets, w.special, w.is_subword, self.labels, self.strategy))
+            if len(per_doc[i]) > 1 and self.strategy.groups:
+                found = merge_overlapping(found)
+            res.entities = self._post(found)
+        return results
+
+    def _run(self, flat: list[Window]) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+        probs: dict[int, np.ndarray] = {}
+        failures: dict[int, str] = {}
+        lengths = [len(w) for w in flat]
+        for idx in plan_batches(lengths, self.config.batch_tokens):
+            self._forward_batch([flat[j] for j in idx], probs, failures)
+        return probs, failures
+
+    def _forward_batch(self, batch: list[Window], probs: dict, failures: dict) -> None:
+        ids, mask = pad([w.input_ids for w in batch], self.pad_id)
+        try:
+            out = self.forward(ids, mask)
+        except Exception as exc:  # noqa: BLE001 - split, then blame single windows
+            if len(batch) > 1:
+                half = len(batch) // 2
+                self._forward_batch(batch[:half], probs, failures)
+                self._forward_batch(batch[half:], probs, failures)
+            else:
+                failures[id(batch[0])] = f"model failed: {type(exc).__name__}: {str(exc)[:500]}"
+            return
+        self.stats.batches += 1
+        self.stats.padded_tokens += ids.size
+        for row, w in enumerate(batch):
+            probs[id(w)] = out[row, : len(w)]
+            self.stats.windows += 1
+            self.stats.tokens += len(w)
+
+    def _post(self, entities: list[Entity]) -> list[Entity]:
+        cfg = self.config
+        if not (cfg.label_map or cfg.labels or cfg.min_score):
+            return entities
+        out = []
+        for e in entities:
+            label = cfg.label_map.get(e.label, e.label)
+            if cfg.labels and label not in cfg.labels:
+                continue
+            if e.score < cfg.min_score:
+                continue
+            out.append(Entity(label, e.start, e.end, e.score) if label != e.label else e)
+        return out
+
+
+def _copy(res: DocResult) -> DocResult:
+    return DocResult(res.status, list(res.entities), res.n_chars, res.n_tokens, res.n_windows, res.truncated, res.error)
