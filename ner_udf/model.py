@@ -91,6 +91,7 @@ def _load(cfg: ModelConfig, device: str) -> LoadedModel:
         raise ModelLoadError("model.precision: int8 (dynamic quantization) runs on CPU only; use fp16 or bf16 on GPU")
     torch.set_num_threads(_threads(cfg))
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     kwargs = dict(revision=cfg.revision, trust_remote_code=False)
     try:
         tokenizer = AutoTokenizer.from_pretrained(cfg.name, use_fast=True, **kwargs)

@@ -1,0 +1,186 @@
+"""Spark glue: read the corpus, tag it with ``mapInPandas``, write the entity and document tables.
+
+Kept thin: the tagging itself is :class:`ner_udf.tagger.Tagger`. The model is loaded once per Python
+worker (``ner_udf.model`` caches it per process); with one task slot per executor that is once per
+executor. Every input row comes out as exactly one ``documents`` row.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Iterator
+
+import pandas as pd
+from pyspark import AccumulatorParam, TaskContext
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from .config import Config
+
+ENTITY_TYPE = T.StructType(
+    [
+        T.StructField("entity", T.StringType()),
+        T.StructField("label", T.StringType()),
+        T.StructField("start", T.IntegerType()),
+        T.StructField("end", T.IntegerType()),
+        T.StructField("score", T.FloatType()),
+    ]
+)
+DOC_FIELDS = [
+    T.StructField("status", T.StringType(), False),
+    T.StructField("n_chars", T.IntegerType()),
+    T.StructField("n_tokens", T.IntegerType()),
+    T.StructField("n_windows", T.IntegerType()),
+    T.StructField("n_entities", T.IntegerType()),
+    T.StructField("truncated", T.BooleanType()),
+    T.StructField("error", T.StringType()),
+]
+_TEXT = "__text_utf8"
+
+
+class CountsParam(AccumulatorParam):
+    """Accumulates ``{key: {subkey: int}}`` dicts (e.g. model loads per executor)."""
+
+    def zero(self, value):
+        return {}
+
+    def addInPlace(self, a, b):
+        for key, sub in b.items():
+            into = a.setdefault(key, {})
+            for k, v in sub.items():
+                into[k] = into.get(k, 0) + v
+        return a
+
+
+class InputError(ValueError):
+    """The input cannot be tagged (missing path or column); one line for the user."""
+
+
+def read_input(spark: SparkSession, cfg: Config) -> DataFrame:
+    """The corpus with the id, the text (as UTF-8 bytes, decoded per row in Python so that invalid
+    text fails one row, not the job) and the pass-through columns."""
+    inp = cfg.input
+    if not inp.path:
+        raise InputError("input.path: not set; pass --input PATH or set input.path in the config")
+    try:
+        df = spark.read.parquet(inp.path)
+    except Exception as exc:  # noqa: BLE001 - AnalysisException and friends
+        first = str(exc).strip().splitlines()[0]
+        raise InputError(f"input.path: cannot read Parquet at {inp.path!r}: {first}") from None
+    cols = set(df.columns)
+    wanted = [inp.id_col, inp.text_col, *inp.passthrough_cols]
+    missing = [c for c in wanted if c not in cols]
+    if missing:
+        raise InputError(
+            f"input: column(s) {', '.join(missing)} not in {inp.path!r}; available: {', '.join(df.columns)}"
+        )
+    text_type = df.schema[inp.text_col].dataType
+    if not isinstance(text_type, (T.StringType, T.BinaryType)):
+        raise InputError(f"input.text_col: column {inp.text_col!r} is {text_type.simpleString()}, not string")
+    return df.select(
+        F.col(inp.id_col).alias("doc_id"),
+        F.col(inp.text_col).cast("binary").alias(_TEXT),
+        *[F.col(c) for c in inp.passthrough_cols],
+    )
+
+
+def tagged_schema(df: DataFrame) -> T.StructType:
+    keep = [f for f in df.schema.fields if f.name != _TEXT]
+    return T.StructType(keep + DOC_FIELDS + [T.StructField("entities", T.ArrayType(ENTITY_TYPE))])
+
+
+def _executor_key() -> str:
+    # Python workers are forked by one daemon per executor: host + daemon pid names the executor.
+    return f"{socket.gethostname()}/{os.getppid()}"
+
+
+def make_tag_fn(cfg_json: str, loads_acc):
+    """The ``mapInPandas`` function; everything heavy is imported and loaded inside the worker."""
+
+    def tag_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from . import model as model_mod
+        from .config import Config
+        from .tagger import Tagger
+
+        cfg = Config.model_validate_json(cfg_json)
+        device = None
+        ctx = TaskContext.get()
+        if ctx is not None and cfg.model.device != "cpu":
+            gpus = ctx.resources().get("gpu")
+            if gpus is not None and gpus.addresses:
+                device = f"cuda:{gpus.addresses[0]}"
+        before = model_mod.LOAD_COUNT
+        loaded = model_mod.load_model(cfg.model, device=device)
+        if model_mod.LOAD_COUNT != before:
+            loads_acc.add({"executors": {_executor_key(): 1}, "workers": {f"{socket.gethostname()}/{os.getpid()}": 1}})
+        tagger = Tagger.from_loaded(loaded, cfg.tagging)
+        for pdf in batches:
+            yield _tag_frame(pdf, tagger)
+        loads_acc.add({"tagger": {"windows": tagger.stats.windows, "tokens_fed": tagger.stats.tokens,
+                                  "padded_tokens": tagger.stats.padded_tokens, "batches": tagger.stats.batches,
+                                  "unique_texts": tagger.stats.unique_texts}})
+
+    return tag_batches
+
+
+def _decode(raw) -> tuple[str | None, str | None]:
+    if raw is None:
+        return None, None
+    try:
+        return bytes(raw).decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        return None, f"invalid UTF-8 text: {exc}"
+
+
+def _tag_frame(pdf: pd.DataFrame, tagger) -> pd.DataFrame:
+    decoded = [_decode(r) for r in pdf[_TEXT].tolist()]
+    texts = [t for t, _ in decoded]
+    results = tagger.tag(texts)
+    out = pdf.drop(columns=[_TEXT])
+    status, n_chars, n_tokens, n_windows, n_entities, truncated, error, entities = ([] for _ in range(8))
+    for (text, bad), res in zip(decoded, results):
+        if bad is not None:
+            res.status, res.error, res.n_chars = "error", bad, None
+        ents = [
+            {"entity": text[e.start : e.end], "label": e.label, "start": e.start, "end": e.end, "score": e.score}
+            for e in res.entities
+        ]
+        status.append(res.status)
+        n_chars.append(res.n_chars)
+        n_tokens.append(res.n_tokens)
+        n_windows.append(res.n_windows)
+        n_entities.append(len(ents))
+        truncated.append(res.truncated)
+        error.append(res.error)
+        entities.append(ents)
+    out["status"] = status
+    out["n_chars"] = pd.array(n_chars, dtype="Int32")
+    out["n_tokens"] = pd.array(n_tokens, dtype="Int32")
+    out["n_windows"] = pd.array(n_windows, dtype="Int32")
+    out["n_entities"] = pd.array(n_entities, dtype="Int32")
+    out["truncated"] = truncated
+    out["error"] = error
+    out["entities"] = entities
+    return out
+
+
+def tag(df: DataFrame, cfg: Config, loads_acc, partitions: int) -> DataFrame:
+    """Tag every row. Rows are dealt round-robin into ``partitions`` partitions so long and short
+    documents spread evenly over tasks."""
+    if partitions and df.rdd.getNumPartitions() != partitions:
+        df = df.repartition(partitions)
+    fn = make_tag_fn(cfg.model_dump_json(), loads_acc)
+    return df.mapInPandas(fn, tagged_schema(df))
+
+
+def entities_table(tagged: DataFrame, passthrough: tuple[str, ...]) -> DataFrame:
+    e = tagged.select("doc_id", *passthrough, F.explode("entities").alias("e"))
+    return e.select(
+        "doc_id", "e.entity", "e.label", "e.start", "e.end", "e.score", *passthrough
+    )
+
+
+def documents_table(tagged: DataFrame, passthrough: tuple[str, ...]) -> DataFrame:
+    return tagged.select("doc_id", *[f.name for f in DOC_FIELDS], *passthrough)

@@ -1,0 +1,163 @@
+"""The Spark job end to end (local[2]): tables read back with DuckDB, compared with the tagger and
+with the transformers pipeline; bad rows; user errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import ROOT
+from ner_udf.cli import main
+from ner_udf.config import ModelConfig, TaggingConfig
+from ner_udf.model import load_model
+from ner_udf.tagger import Tagger
+from oracle import oracle
+from texts import corpus, long_corpus
+
+pytestmark = pytest.mark.spark
+SPARK = ["--set", "spark.master=local[2]", "--set", "spark.conf={spark.driver.host: 127.0.0.1, spark.ui.enabled: 'false', spark.ui.showConsoleProgress: 'false'}"]
+
+
+def write_corpus(path, ids, texts, extra=None):
+    cols = {"id": pa.array(ids, pa.int64()), "body": pa.array(texts, pa.string())}
+    cols.update(extra or {})
+    pq.write_table(pa.table(cols), path)
+
+
+def run_job(inp, out, model, *args):
+    return main(["--input", str(inp), "--output", str(out), "--model", str(model), "--id-col", "id",
+                 "--text-col", "body", *SPARK, *args])
+
+
+def read(out, table):
+    return duckdb.sql(f"select * from read_parquet('{out}/{table}/**/*.parquet') order by all").fetchall()
+
+
+@pytest.fixture(scope="module")
+def job_run(tiny_model_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("job")
+    texts = corpus(150, seed=11) + long_corpus(30, seed=12)
+    ids = list(range(len(texts)))
+    write_corpus(tmp / "in.parquet", ids, texts, {"day": pa.array(["2026-11-0%d" % (i % 3 + 1) for i in ids])})
+    rc = run_job(tmp / "in.parquet", tmp / "out", tiny_model_dir, "--aggregation", "first", "--max-length", "48",
+                 "--stride", "12", "--set", "input.passthrough_cols=[day]")
+    assert rc == 0
+    return tmp / "out", ids, texts
+
+
+def test_entities_equal_tagger_and_pipeline(job_run, tiny_model_dir):
+    out, ids, texts = job_run
+    got = {}
+    for doc_id, entity, label, start, end, score, day in read(out, "entities"):
+        got.setdefault(doc_id, []).append((label, start, end, score))
+        assert entity == texts[doc_id][start:end]
+        assert day == "2026-11-0%d" % (doc_id % 3 + 1)
+    loaded = load_model(ModelConfig(name=str(tiny_model_dir), device="cpu", threads=1))
+    ours = Tagger.from_loaded(loaded, TaggingConfig(aggregation="first", max_length=48, stride=12)).tag(texts)
+    ref = oracle(str(tiny_model_dir), "first", 48, 12)
+    n = 0
+    for i, text in enumerate(texts):
+        job = sorted(got.get(i, []), key=lambda e: (e[1], e[2]))
+        tagger = [(e.label, e.start, e.end) for e in ours[i].entities]
+        pipe = [(lab, s, e) for lab, s, e, _ in ref(text)]
+        assert [(l, s, e) for l, s, e, _ in job] == tagger == pipe, text
+        for (_, _, _, score), (_, _, _, want) in zip(job, ref(text)):
+            assert abs(score - want) < 1e-4
+        n += len(job)
+    assert n > 300
+
+
+def test_documents_and_manifest(job_run):
+    out, ids, texts = job_run
+    docs = read(out, "documents")
+    assert [d[0] for d in docs] == ids
+    assert {d[1] for d in docs} == {"ok"}
+    schema = pq.read_schema(next((out / "documents").glob("*.parquet")))
+    assert [f.name for f in schema] == ["doc_id", "status", "n_chars", "n_tokens", "n_windows", "n_entities",
+                                        "truncated", "error", "day"]
+    escheme = pq.read_schema(next((out / "entities").glob("*.parquet")))
+    assert [(f.name, str(f.type)) for f in escheme] == [
+        ("doc_id", "int64"), ("entity", "string"), ("label", "string"), ("start", "int32"), ("end", "int32"),
+        ("score", "float"), ("day", "string")]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["documents"] == {"total": len(ids), "ok": len(ids)}
+    assert manifest["counts"]["entities"]["total"] == len(read(out, "entities"))
+    assert sum(manifest["model_loads"].values()) == 2  # local[2]: two Python workers, one load each
+    assert manifest["config"]["tagging"]["stride"] == 12
+    assert not list(out.glob("_tmp-*"))
+
+
+def test_bad_rows_never_fail_the_job(tiny_model_dir, tmp_path):
+    huge = ("Paris Berlin London Москва " * 40_000)[:1_000_000]
+    texts = ["Paris", None, "", "  \t\n ", "Paris", "ctrl \x00\x01\x1b[31m Berlin\x7f", "\u200b\ufeff\u202e", huge, "ok"]
+    ids = [1, 2, 3, 4, 1, 5, 6, 7, 8]  # id 1 twice
+    raw = [t.encode() if t is not None else None for t in texts]
+    bad = [b"bad \xed\xa0\x80 surrogate", b"\xff\xfe invalid"]  # an unpaired surrogate and invalid UTF-8 bytes
+    table = pa.table({"id": pa.array(ids + [9, 10], pa.int64()), "body": pa.array(raw + bad, pa.binary())})
+    pq.write_table(table, tmp_path / "in.parquet")
+    assert run_job(tmp_path / "in.parquet", tmp_path / "out", tiny_model_dir, "--set", "spark.partitions=3") == 0
+    docs = read(tmp_path / "out", "documents")
+    status = [(d[0], d[1]) for d in docs]
+    assert status == [(1, "ok"), (1, "ok"), (2, "null"), (3, "empty"), (4, "empty"), (5, "ok"), (6, "ok"),
+                      (7, "ok"), (8, "ok"), (9, "error"), (10, "error")]
+    by_id = {d[0]: d for d in docs}
+    assert by_id[7][2] == 1_000_000 and by_id[7][4] > 300 and not by_id[7][6]  # whole text tagged
+    assert "invalid UTF-8" in by_id[10][7]
+
+
+def cli(*args, cwd=ROOT):
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    return subprocess.run([sys.executable, "jobs/tag_entities.py", *args], cwd=cwd, capture_output=True,
+                          text=True, env=env, stdin=subprocess.DEVNULL, timeout=300)
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--set", "tagging.agregation=first"], "tagging.agregation: unknown key"),
+        (["--aggregation", "best"], "invalid choice: 'best'"),
+        (["--max-length", "64", "--stride", "64"], "tagging.stride: got 64"),
+        (["--set", "model.device=cpu", "--set", "model.precision=fp16"], "model.precision: got fp16"),
+        (["--config", "/nonexistent.yaml"], "--config: file not found"),
+    ],
+)
+def test_cli_config_errors(args, needle, tmp_path):
+    r = cli("--input", "x", "--output", str(tmp_path / "o"), *args)
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_runtime_user_errors(tiny_model_dir, tmp_path):
+    write_corpus(tmp_path / "in.parquet", [1], ["Paris"])
+    cases = [
+        (["--input", str(tmp_path / "missing.parquet")], "input.path: cannot read Parquet"),
+        (["--input", str(tmp_path / "in.parquet"), "--text-col", "nope"], "column(s) nope not in"),
+        (["--input", str(tmp_path / "in.parquet"), "--model", str(tmp_path / "no-model")], "model.name: cannot load"),
+    ]
+    for extra, needle in cases:
+        args = ["--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "o"), "--model", str(tiny_model_dir),
+                "--id-col", "id", "--text-col", "body", *SPARK]
+        # later flags win
+        r = cli(*args, *extra)
+        assert r.returncode == 2, r.stderr[-2000:]
+        assert needle in r.stderr.strip().splitlines()[-1], r.stderr[-2000:]
+        assert "Traceback" not in r.stderr
+        assert not (tmp_path / "o" / "entities").exists()
+
+
+def test_existing_output_is_refused_in_error_mode(tiny_model_dir, tmp_path):
+    write_corpus(tmp_path / "in.parquet", [1], ["Paris"])
+    assert run_job(tmp_path / "in.parquet", tmp_path / "o", tiny_model_dir) == 0
+    before = read(tmp_path / "o", "documents")
+    assert run_job(tmp_path / "in.parquet", tmp_path / "o", tiny_model_dir) == 2
+    assert run_job(tmp_path / "in.parquet", tmp_path / "o", tiny_model_dir, "--set", "output.mode=overwrite") == 0
+    assert read(tmp_path / "o", "documents") == before
