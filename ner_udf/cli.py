@@ -113,11 +113,13 @@ def get_session(cfg: Config):
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(cfg.spark.app_name)
-    if not SparkConf().contains("spark.master"):  # in-process (ner-tag), not spark-submit
-        builder = builder.master(cfg.spark.master or "local[*]")
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers use this interpreter
-    elif cfg.spark.master:
+    under_submit = "PYSPARK_GATEWAY_PORT" in os.environ  # spark-submit started the JVM and set the master
+    if cfg.spark.master:
         builder = builder.master(cfg.spark.master)
+    elif not under_submit and not SparkConf().contains("spark.master"):  # in-process `ner-tag`
+        builder = builder.master("local[*]")
+    if not under_submit:
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers use this interpreter
     builder = builder.config("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.spark.arrow_batch_rows))
     for k, v in cfg.spark.conf.items():
         builder = builder.config(k, str(v))
@@ -230,6 +232,7 @@ def run(cfg: Config) -> dict:
             "counts": counts,
             "model_loads": loads.value.get("executors", {}),
             "model_loads_per_worker": loads.value.get("workers", {}),
+            "tasks_per_worker": loads.value.get("tasks_per_worker", {}),
             "tagger": loads.value.get("tagger", {}),
             "throughput": {
                 "seconds": round(seconds, 3),

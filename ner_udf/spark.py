@@ -118,6 +118,7 @@ def make_tag_fn(cfg_json: str, loads_acc):
         tagger = Tagger.from_loaded(loaded, cfg.tagging)
         for pdf in batches:
             yield _tag_frame(pdf, tagger)
+        loads_acc.add({"tasks_per_worker": {f"{_executor_key()}/{os.getpid()}": 1}})
         loads_acc.add({"tagger": {"windows": tagger.stats.windows, "tokens_fed": tagger.stats.tokens,
                                   "padded_tokens": tagger.stats.padded_tokens, "batches": tagger.stats.batches,
                                   "unique_texts": tagger.stats.unique_texts}})
