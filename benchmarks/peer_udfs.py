@@ -14,11 +14,11 @@ the same stride as our job, so documents longer than one window are tagged whole
 our job gets), printing one ``BENCH_RESULT {json}`` line.
 """
 
-from __future__ import annotations
-
 import json
 import os
 import time
+
+import pandas as pd  # at module level: pandas_udf resolves the type hints below
 
 _PIPES: dict = {}
 ENTITY_DDL = "array<struct<entity_group:string,score:float,word:string,start:int,end:int>>"
@@ -38,6 +38,10 @@ def get_pipe(model_dir: str, stride: int):
         pipe = pipeline("token-classification", model=model_dir, aggregation_strategy="simple",
                         device="cpu", stride=stride)
         _PIPES[key] = pipe
+        loads_log = os.environ.get("BENCH_PIPELINE_LOADS")
+        if loads_log:  # one line per pipeline load: proves the per-worker cache works
+            with open(loads_log, "a") as fh:
+                fh.write(f"{os.getpid()}\n")
     return pipe
 
 
@@ -47,7 +51,6 @@ def _entity(e: dict) -> dict:
 
 
 def row_udf(model_dir: str, stride: int):
-    import pandas as pd
     from pyspark.sql.functions import pandas_udf
 
     @pandas_udf(ENTITY_DDL)

@@ -201,6 +201,8 @@ def run(cfg: Config) -> dict:
         raise UserError("output.path: not set; pass --output PATH or set output.path in the config")
     started = dt.datetime.now(dt.timezone.utc)
     run_id = started.strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
+    if Path(cfg.model.name).is_dir():  # executors run elsewhere: ship an absolute path
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"name": str(Path(cfg.model.name).resolve())})})
     model_info = check_model(cfg)
     spark = get_session(cfg)
     ship_package(spark)
