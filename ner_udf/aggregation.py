@@ -76,6 +76,7 @@ class LabelSet:
     is_begin: np.ndarray  # bool[n_labels]
     type_id: np.ndarray  # int[n_labels], same value for B-X and I-X
     group_names: tuple[str, ...]  # name a group takes from its first member: "B-PER" -> "PER"
+    ignored: np.ndarray  # bool[n_labels]: groups named like this are dropped ("O")
 
     @classmethod
     def from_id2label(cls, id2label: Sequence[str] | dict[int, str]) -> "LabelSet":
@@ -91,6 +92,7 @@ class LabelSet:
             is_begin=np.array([b for b, _ in tags], dtype=bool),
             type_id=type_id,
             group_names=tuple(n.split("-", 1)[-1] for n in names),
+            ignored=np.array([n.split("-", 1)[-1] in IGNORED_LABELS for n in names], dtype=bool),
         )
 
 
@@ -174,13 +176,17 @@ def _group(
     lengths = np.diff(np.append(bounds, m))
     means = np.add.reduceat(unit_scores.astype(np.float64), bounds) / lengths
     last = np.append(bounds[1:], m) - 1
-    out = []
-    for first, stop, score in zip(bounds.tolist(), last.tolist(), means.tolist()):
-        name = labels.group_names[label_ids[first]]
-        if name in IGNORED_LABELS:
-            continue
-        out.append(Entity(name, int(unit_starts[first]), int(unit_ends[stop]), float(score)))
-    return out
+    keep = ~labels.ignored[label_ids[bounds]]
+    names = labels.group_names
+    return [
+        Entity(names[lab], a, b, score)
+        for lab, a, b, score in zip(
+            label_ids[bounds[keep]].tolist(),
+            unit_starts[bounds[keep]].tolist(),
+            unit_ends[last[keep]].tolist(),
+            means[keep].tolist(),
+        )
+    ]
 
 
 def merge_overlapping(entities: Sequence[Entity]) -> list[Entity]:

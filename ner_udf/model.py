@@ -28,7 +28,8 @@ class ModelLoadError(RuntimeError):
 
 @dataclass
 class LoadedModel:
-    """A tokenizer and a forward function ``(ids, mask) -> probabilities float32[b, L, n_labels]``."""
+    """A tokenizer and a forward function ``(ids, mask) -> probabilities float32[b, L, n_labels]``
+    (on GPUs an object whose ``result()`` returns them, so that batches are launched ahead)."""
 
     name: str
     revision: str | None
@@ -38,6 +39,19 @@ class LoadedModel:
     device: str
     precision: str
     forward: Callable[[np.ndarray, np.ndarray], np.ndarray] = field(repr=False)
+
+
+class _Pending:
+    """Model output still being computed/copied on the GPU; ``result()`` waits for it."""
+
+    __slots__ = ("host", "event")
+
+    def __init__(self, host, event):
+        self.host, self.event = host, event
+
+    def result(self) -> np.ndarray:
+        self.event.synchronize()
+        return self.host.numpy()
 
 
 def resolve_device(requested: str) -> str:
@@ -117,7 +131,7 @@ def _load(cfg: ModelConfig, device: str) -> LoadedModel:
     torch_device = torch.device(device)
     pin = torch_device.type == "cuda"
 
-    def forward(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def forward(ids: np.ndarray, mask: np.ndarray):
         with torch.inference_mode():
             t_ids = torch.from_numpy(ids)
             t_mask = torch.from_numpy(mask)
@@ -125,7 +139,14 @@ def _load(cfg: ModelConfig, device: str) -> LoadedModel:
                 t_ids = t_ids.pin_memory().to(torch_device, non_blocking=True)
                 t_mask = t_mask.pin_memory().to(torch_device, non_blocking=True)
             logits = model(input_ids=t_ids, attention_mask=t_mask, token_type_ids=torch.zeros_like(t_ids)).logits
-            return torch.softmax(logits.float(), dim=-1).cpu().numpy()
+            probs = torch.softmax(logits.float(), dim=-1)
+            if not pin:
+                return probs.numpy()
+            host = torch.empty(probs.shape, dtype=probs.dtype, pin_memory=True)
+            host.copy_(probs, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+            return _Pending(host, done)  # the caller launches more work before it waits
 
     config = model.config
     id2label = {int(k): v for k, v in config.id2label.items()}

@@ -103,11 +103,20 @@ class Tagger:
         self.stats.documents += len(texts)
         keys = list(todo)
         self.stats.unique_texts += len(keys)
-        for chunk in self._chunks(keys, texts, todo):
-            uniq = [texts[todo[k][0]] for k in chunk]
-            for k, res in zip(chunk, self._tag_unique(uniq)):
+
+        def emit(chunk_keys, done):
+            for k, res in zip(chunk_keys, self._finish(done)):
                 for i in todo[k]:
                     results[i] = res if i == todo[k][0] else _copy(res)
+
+        previous = None  # one chunk in flight: chunk k+1 runs on the GPU while chunk k is aggregated
+        for chunk in self._chunks(keys, texts, todo):
+            state = self._prepare([texts[todo[k][0]] for k in chunk])
+            if previous is not None:
+                emit(*previous)
+            previous = (chunk, state)
+        if previous is not None:
+            emit(*previous)
         return results  # type: ignore[return-value]
 
     # -- stages -------------------------------------------------------------------------------
@@ -143,7 +152,8 @@ class Tagger:
             per_doc[w.doc].append(w)
         return per_doc, n_tokens, errors
 
-    def _tag_unique(self, texts: list[str]) -> list[DocResult]:
+    def _prepare(self, texts: list[str]) -> "_Chunk":
+        """Tokenize a chunk and submit its batches to the model (asynchronous on GPUs)."""
         per_doc, n_tokens, errors = self._tokenize(texts)
         cap = self.config.max_windows_per_doc
         results = []
@@ -162,48 +172,56 @@ class Tagger:
             results.append(
                 DocResult(OK, n_chars=len(text), n_tokens=int(n_tokens[i]), n_windows=len(wins), truncated=truncated)
             )
-        probs, failures = self._run(flat)
-        for i, res in enumerate(results):
+        failures: dict[int, str] = {}
+        pending = []
+        for idx in plan_batches([len(w) for w in flat], self.config.batch_tokens):
+            pending.extend(self._submit([flat[j] for j in idx], failures))
+        return _Chunk(per_doc, results, pending, failures)
+
+    def _finish(self, chunk: "_Chunk") -> list[DocResult]:
+        """Collect the model's output for a chunk and aggregate it into entities."""
+        probs: dict[int, np.ndarray] = {}
+        failures = chunk.failures
+        for batch, handle in chunk.pending:
+            try:
+                out = handle.result() if hasattr(handle, "result") else handle
+            except Exception as exc:  # noqa: BLE001 - a failure surfacing at synchronisation
+                for w in batch:
+                    failures[id(w)] = f"model failed: {type(exc).__name__}: {str(exc)[:500]}"
+                continue
+            for row, w in enumerate(batch):
+                probs[id(w)] = out[row, : len(w)]
+        for i, res in enumerate(chunk.results):
             if res.status != OK:
                 continue
-            failed = [failures[id(w)] for w in per_doc[i] if id(w) in failures]
+            failed = [failures[id(w)] for w in chunk.per_doc[i] if id(w) in failures]
             if failed:
                 res.status, res.error, res.n_windows = ERROR, failed[0], 0
                 continue
             found: list[Entity] = []
-            for w in per_doc[i]:
+            for w in chunk.per_doc[i]:
                 found.extend(aggregate_window(probs[id(w)], w.offsets, w.special, w.is_subword, self.labels, self.strategy))
-            if len(per_doc[i]) > 1 and self.strategy.groups:
+            if len(chunk.per_doc[i]) > 1 and self.strategy.groups:
                 found = merge_overlapping(found)
             res.entities = self._post(found)
-        return results
+        return chunk.results
 
-    def _run(self, flat: list[Window]) -> tuple[dict[int, np.ndarray], dict[int, str]]:
-        probs: dict[int, np.ndarray] = {}
-        failures: dict[int, str] = {}
-        lengths = [len(w) for w in flat]
-        for idx in plan_batches(lengths, self.config.batch_tokens):
-            self._forward_batch([flat[j] for j in idx], probs, failures)
-        return probs, failures
-
-    def _forward_batch(self, batch: list[Window], probs: dict, failures: dict) -> None:
+    def _submit(self, batch: list[Window], failures: dict) -> list[tuple[list[Window], object]]:
+        """Run (or launch) one batch; on failure split it in halves, then blame single windows."""
         ids, mask = pad([w.input_ids for w in batch], self.pad_id)
         try:
-            out = self.forward(ids, mask)
-        except Exception as exc:  # noqa: BLE001 - split, then blame single windows
+            handle = self.forward(ids, mask)
+        except Exception as exc:  # noqa: BLE001
             if len(batch) > 1:
                 half = len(batch) // 2
-                self._forward_batch(batch[:half], probs, failures)
-                self._forward_batch(batch[half:], probs, failures)
-            else:
-                failures[id(batch[0])] = f"model failed: {type(exc).__name__}: {str(exc)[:500]}"
-            return
+                return self._submit(batch[:half], failures) + self._submit(batch[half:], failures)
+            failures[id(batch[0])] = f"model failed: {type(exc).__name__}: {str(exc)[:500]}"
+            return []
         self.stats.batches += 1
         self.stats.padded_tokens += ids.size
-        for row, w in enumerate(batch):
-            probs[id(w)] = out[row, : len(w)]
-            self.stats.windows += 1
-            self.stats.tokens += len(w)
+        self.stats.windows += len(batch)
+        self.stats.tokens += int(mask.sum())
+        return [(batch, handle)]
 
     def _post(self, entities: list[Entity]) -> list[Entity]:
         cfg = self.config
@@ -218,6 +236,14 @@ class Tagger:
                 continue
             out.append(Entity(label, e.start, e.end, e.score) if label != e.label else e)
         return out
+
+
+@dataclass
+class _Chunk:
+    per_doc: list[list[Window]]
+    results: list[DocResult]
+    pending: list[tuple[list[Window], object]]
+    failures: dict[int, str]
 
 
 def _copy(res: DocResult) -> DocResult:

@@ -94,3 +94,34 @@ def test_invalid_text_is_isolated(loaded):
     assert res[0].status == "ok" and res[3].status == "ok"
     assert res[1].status in ("ok", "error")
     assert res[2].status == "ok" and res[2].entities == []
+
+
+class _Later:
+    def __init__(self, fn):
+        self.fn = fn
+
+    def result(self):
+        return self.fn()
+
+
+def test_deferred_results_as_on_gpu(loaded):
+    """GPU forwards return handles resolved later; results equal the synchronous path, and a failure
+    that surfaces only at synchronisation marks just the documents of that batch."""
+    texts = corpus(80, seed=8) + long_corpus(10, seed=8)
+    cfg = TaggingConfig(max_length=48, stride=8, chunk_chars=1000, batch_tokens=256)
+    sync = Tagger.from_loaded(loaded, cfg).tag(texts)
+    deferred = Tagger(loaded.tokenizer, lambda i, m: _Later(lambda: loaded.forward(i, m)), loaded.id2label, cfg).tag(texts)
+    assert [r.entities for r in sync] == [r.entities for r in deferred]
+
+    boom_id = loaded.tokenizer.convert_tokens_to_ids("Berlin")
+
+    def forward(ids, mask):
+        def later():
+            if (ids == boom_id).any():
+                raise RuntimeError("device-side failure")
+            return loaded.forward(ids, mask)
+        return _Later(later)
+
+    long_berlin = "in Berlin " + " ".join(["Paris"] * 40)  # ~44 tokens: alone in a 64-token batch
+    res = Tagger(loaded.tokenizer, forward, loaded.id2label, TaggingConfig(batch_tokens=64)).tag(["Paris", long_berlin, "London"])
+    assert [r.status for r in res] == ["ok", "error", "ok"] and "device-side" in res[1].error
