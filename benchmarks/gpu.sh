@@ -15,7 +15,7 @@ OUT="${OUT:-$PWD/out/gpu}"
 mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 
 {
   echo "== $(date -u +%FT%TZ) $(hostname) repo $(git rev-parse --short HEAD 2>/dev/null || echo '?')"

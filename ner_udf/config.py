@@ -47,6 +47,7 @@ class ModelConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16", "fp16", "int8"] = "fp32"
     threads: int | None = Field(default=None, ge=1)
+    tokenizer_threads: int | None = Field(default=None, ge=1)
 
 
 class TaggingConfig(_Section):

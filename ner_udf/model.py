@@ -78,7 +78,7 @@ def load_model(cfg: ModelConfig, device: str | None = None) -> LoadedModel:
     GPU Spark assigned to the task)."""
     global LOAD_COUNT
     dev = resolve_device(device or cfg.device)
-    key = (cfg.name, cfg.revision, dev, cfg.precision, _threads(cfg), cfg.allow_pickle)
+    key = (cfg.name, cfg.revision, dev, cfg.precision, _threads(cfg), cfg.tokenizer_threads, cfg.allow_pickle)
     with _LOCK:
         hit = _CACHE.get(key)
         if hit is not None:
@@ -104,6 +104,10 @@ def _load(cfg: ModelConfig, device: str) -> LoadedModel:
     if cfg.precision == "int8" and device.startswith("cuda"):
         raise ModelLoadError("model.precision: int8 (dynamic quantization) runs on CPU only; use fp16 or bf16 on GPU")
     torch.set_num_threads(_threads(cfg))
+    # Tokenization runs between forward passes (or beside them on GPUs): let it use the task's cores.
+    tok_threads = cfg.tokenizer_threads or _threads(cfg)
+    os.environ["TOKENIZERS_PARALLELISM"] = "true" if tok_threads > 1 else "false"
+    os.environ["RAYON_NUM_THREADS"] = str(tok_threads)
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     kwargs = dict(revision=cfg.revision, trust_remote_code=False)
