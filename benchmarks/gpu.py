@@ -47,7 +47,7 @@ SKELETON = GPU_DIR / "mbert-random"
 CORPUS = GPU_DIR / "corpus-4000.parquet"
 RAMPART = ROOT / ".cache" / "models" / "rampart"
 SAMPLE = ROOT / "data" / "sample" / "corpus.parquet"
-ARROW_BATCH_ROWS = 2048  # conf/local.yaml spark.arrow_batch_rows: rows per pandas batch of the job
+ARROW_BATCH_ROWS = 8192  # as conf/cluster-gpu.yaml: spark.arrow_batch_rows
 
 
 # -- preparation (CPU, before renting the GPU) ----------------------------------------------------
