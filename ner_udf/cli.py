@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 import uuid
 import zipfile
@@ -86,12 +87,7 @@ def check_model(cfg: Config) -> dict:
         weights = sorted(local.glob("*.safetensors"))
         if not weights and not cfg.model.allow_pickle:
             raise UserError(f"model.name: no *.safetensors weights in {name!r}; convert them or set model.allow_pickle=true")
-        digest = hashlib.sha256()
-        for w in weights:
-            with open(w, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 22), b""):
-                    digest.update(block)
-        info["weights_sha256"] = digest.hexdigest() if weights else None
+        info["weights_sha256"] = _hash_in_background(weights) if weights else None
     info["resolved_revision"] = getattr(mconf, "_commit_hash", None) or rev
     info["labels"] = [mconf.id2label[i] for i in range(len(mconf.id2label))]
     if cfg.tagging.max_length and cfg.tagging.max_length > getattr(mconf, "max_position_embeddings", 10**9):
@@ -105,6 +101,31 @@ def check_model(cfg: Config) -> dict:
         if not torch.cuda.is_available():
             raise UserError("model.device: got cuda but the driver sees no CUDA device; use auto or cpu")
     return info
+
+
+class _Digest(threading.Thread):
+    """sha256 of the weight files, computed while the job runs (it costs seconds for mBERT)."""
+
+    def __init__(self, files):
+        super().__init__(daemon=True)
+        self.files, self.value = files, None
+        self.start()
+
+    def run(self):
+        digest = hashlib.sha256()
+        for w in self.files:
+            with open(w, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 22), b""):
+                    digest.update(block)
+        self.value = digest.hexdigest()
+
+    def __str__(self):
+        self.join()
+        return str(self.value)
+
+
+def _hash_in_background(files) -> _Digest:
+    return _Digest(files)
 
 
 # -- Spark ------------------------------------------------------------------------------------
@@ -229,7 +250,7 @@ def run(cfg: Config) -> dict:
             "run_id": run_id,
             "started_at": started.isoformat(),
             "finished_at": finished.isoformat(),
-            "model": model_info,
+            "model": {k: (str(v) if isinstance(v, _Digest) else v) for k, v in model_info.items()},
             "config": cfg.to_dict(),
             "counts": counts,
             "model_loads": loads.value.get("executors", {}),
@@ -257,17 +278,19 @@ def run(cfg: Config) -> dict:
 def summarize(tagged) -> dict:
     from pyspark.sql import functions as F
 
-    by_status = {r["status"]: r["count"] for r in tagged.groupBy("status").count().collect()}
+    rows = tagged.groupBy("status").agg(
+        F.count("*").alias("n"), F.sum("n_tokens").alias("t"), F.sum("n_windows").alias("w")
+    ).collect()
+    by_status = {r["status"]: int(r["n"]) for r in rows}
     labels = {
-        r["label"]: r["count"]
+        r["label"]: int(r["count"])
         for r in tagged.select(F.explode("entities.label").alias("label")).groupBy("label").count().collect()
     }
-    totals = tagged.agg(F.sum("n_tokens").alias("t"), F.sum("n_windows").alias("w"), F.count("*").alias("n")).first()
     return {
-        "documents": {"total": int(totals["n"]), **{k: int(v) for k, v in sorted(by_status.items())}},
-        "entities": {"total": int(sum(labels.values())), **{k: int(v) for k, v in sorted(labels.items())}},
-        "tokens": int(totals["t"] or 0),
-        "windows": int(totals["w"] or 0),
+        "documents": {"total": sum(by_status.values()), **dict(sorted(by_status.items()))},
+        "entities": {"total": sum(labels.values()), **dict(sorted(labels.items()))},
+        "tokens": int(sum(r["t"] or 0 for r in rows)),
+        "windows": int(sum(r["w"] or 0 for r in rows)),
     }
 
 

@@ -168,10 +168,11 @@ def _tag_frame(pdf: pd.DataFrame, tagger) -> pd.DataFrame:
 
 
 def tag(df: DataFrame, cfg: Config, loads_acc, partitions: int) -> DataFrame:
-    """Tag every row. Rows are dealt round-robin into ``partitions`` partitions so long and short
-    documents spread evenly over tasks."""
-    if partitions and df.rdd.getNumPartitions() != partitions:
-        df = df.repartition(partitions)
+    """Tag every row. Rows are spread over ``partitions`` partitions by a hash of their text: long
+    and short documents mix evenly over tasks, and identical texts meet in one partition, where
+    the tagger tags them once."""
+    if partitions:
+        df = df.repartition(partitions, F.xxhash64(F.col(_TEXT)))
     fn = make_tag_fn(cfg.model_dump_json(), loads_acc)
     return df.mapInPandas(fn, tagged_schema(df))
 

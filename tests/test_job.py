@@ -161,3 +161,19 @@ def test_existing_output_is_refused_in_error_mode(tiny_model_dir, tmp_path):
     assert run_job(tmp_path / "in.parquet", tmp_path / "o", tiny_model_dir) == 2
     assert run_job(tmp_path / "in.parquet", tmp_path / "o", tiny_model_dir, "--set", "output.mode=overwrite") == 0
     assert read(tmp_path / "o", "documents") == before
+
+
+def test_identical_texts_are_tagged_once(tiny_model_dir, tmp_path):
+    texts = corpus(20, seed=31) * 3
+    write_corpus(tmp_path / "in.parquet", list(range(60)), texts)
+    assert run_job(tmp_path / "in.parquet", tmp_path / "out", tiny_model_dir, "--set", "spark.partitions=4") == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["tagger"]["unique_texts"] == 20  # hash partitioning brings copies together
+    docs = read(tmp_path / "out", "documents")
+    assert len(docs) == 60
+    ents = read(tmp_path / "out", "entities")
+    per_doc = {}
+    for row in ents:
+        per_doc.setdefault(row[0], []).append(row[1:])
+    for i in range(20):
+        assert per_doc.get(i) == per_doc.get(i + 20) == per_doc.get(i + 40)
