@@ -7,22 +7,28 @@ from typing import Iterator, Sequence
 import numpy as np
 
 
-def plan_batches(lengths: Sequence[int], token_budget: int) -> Iterator[np.ndarray]:
+def plan_batches(lengths: Sequence[int], token_budget: int, max_padding: float = 0.2) -> Iterator[np.ndarray]:
     """Yield index arrays of windows to run together, longest windows first.
 
     A batch of ``rows`` windows padded to its longest window costs ``rows * longest`` tokens; each
-    batch stays within ``token_budget`` (a single window longer than the budget runs alone).
-    Sorting by length keeps padding small without a fixed row count.
+    batch stays within ``token_budget`` (a single window longer than the budget runs alone), and
+    takes only windows at least ``(1 - max_padding) * longest`` long, so no window is more than
+    ``max_padding`` padding. Small batches are cheap on CPU; large corpora still fill GPU batches.
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     order = np.argsort(-lengths, kind="stable")
-    start = 0
+    ordered = lengths[order]
     n = len(order)
+    start = 0
     while start < n:
-        longest = int(lengths[order[start]])
+        longest = int(ordered[start])
         rows = max(1, token_budget // max(longest, 1))
-        yield order[start : start + rows]
-        start += rows
+        floor = longest * (1.0 - max_padding)
+        # first position (after start) whose length falls below the floor
+        cut = start + int(np.searchsorted(-ordered[start:], -floor, side="right"))
+        end = min(start + rows, max(cut, start + 1), n)
+        yield order[start:end]
+        start = end
 
 
 def pad(rows: Sequence[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:

@@ -113,8 +113,9 @@ def _load(cfg: ModelConfig, device: str) -> LoadedModel:
     kwargs = dict(revision=cfg.revision, trust_remote_code=False)
     try:
         tokenizer = AutoTokenizer.from_pretrained(cfg.name, use_fast=True, **kwargs)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision, torch.float32)
         model = AutoModelForTokenClassification.from_pretrained(
-            cfg.name, use_safetensors=None if cfg.allow_pickle else True, **kwargs
+            cfg.name, use_safetensors=None if cfg.allow_pickle else True, dtype=dtype, **kwargs
         )
     except (OSError, ValueError, EnvironmentError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -131,8 +132,10 @@ def _load(cfg: ModelConfig, device: str) -> LoadedModel:
         model = model.to(torch.bfloat16)
     elif cfg.precision == "fp16":
         model = model.to(torch.float16)
-    model = model.to(device)
     torch_device = torch.device(device)
+    if torch_device.type == "cuda":
+        torch.cuda.set_device(torch_device)  # events and pinned copies follow the task's GPU
+    model = model.to(torch_device)
     pin = torch_device.type == "cuda"
 
     def forward(ids: np.ndarray, mask: np.ndarray):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from typing import Iterator
 
 import pandas as pd
@@ -104,6 +105,7 @@ def make_tag_fn(cfg_json: str, loads_acc):
         from .config import Config
         from .tagger import Tagger
 
+        task_start = time.perf_counter()
         cfg = Config.model_validate_json(cfg_json)
         device = None
         ctx = TaskContext.get()
@@ -114,14 +116,18 @@ def make_tag_fn(cfg_json: str, loads_acc):
         before = model_mod.LOAD_COUNT
         loaded = model_mod.load_model(cfg.model, device=device)
         if model_mod.LOAD_COUNT != before:
+            loads_acc.add({"tagger": {"ms_model_load": int((time.perf_counter() - task_start) * 1000)}})
             loads_acc.add({"executors": {_executor_key(): 1}, "workers": {f"{socket.gethostname()}/{os.getpid()}": 1}})
         tagger = Tagger.from_loaded(loaded, cfg.tagging)
         for pdf in batches:
             yield _tag_frame(pdf, tagger)
         loads_acc.add({"tasks_per_worker": {f"{_executor_key()}/{os.getpid()}": 1}})
-        loads_acc.add({"tagger": {"windows": tagger.stats.windows, "tokens_fed": tagger.stats.tokens,
-                                  "padded_tokens": tagger.stats.padded_tokens, "batches": tagger.stats.batches,
-                                  "unique_texts": tagger.stats.unique_texts}})
+        st = tagger.stats
+        loads_acc.add({"tagger": {"windows": st.windows, "tokens_fed": st.tokens, "padded_tokens": st.padded_tokens,
+                                  "batches": st.batches, "unique_texts": st.unique_texts,
+                                  "ms_tokenize": int(st.seconds_tokenize * 1000), "ms_model": int(st.seconds_model * 1000),
+                                  "ms_aggregate": int(st.seconds_aggregate * 1000),
+                                  "ms_task": int((time.perf_counter() - task_start) * 1000)}})
 
     return tag_batches
 

@@ -9,7 +9,8 @@ go on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import time
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -45,6 +46,9 @@ class TagStats:
     tokens: int = 0  # real tokens fed to the model (window overlap counted)
     padded_tokens: int = 0  # tokens fed including padding
     batches: int = 0
+    seconds_tokenize: float = 0.0
+    seconds_model: float = 0.0  # forward calls plus waiting for their results
+    seconds_aggregate: float = 0.0
 
 
 class Tagger:
@@ -154,7 +158,9 @@ class Tagger:
 
     def _prepare(self, texts: list[str]) -> "_Chunk":
         """Tokenize a chunk and submit its batches to the model (asynchronous on GPUs)."""
+        t0 = time.perf_counter()
         per_doc, n_tokens, errors = self._tokenize(texts)
+        self.stats.seconds_tokenize += time.perf_counter() - t0
         cap = self.config.max_windows_per_doc
         results = []
         flat: list[Window] = []
@@ -174,7 +180,7 @@ class Tagger:
             )
         failures: dict[int, str] = {}
         pending = []
-        for idx in plan_batches([len(w) for w in flat], self.config.batch_tokens):
+        for idx in plan_batches([len(w) for w in flat], self.config.batch_tokens, self.config.max_padding):
             pending.extend(self._submit([flat[j] for j in idx], failures))
         return _Chunk(per_doc, results, pending, failures)
 
@@ -182,6 +188,7 @@ class Tagger:
         """Collect the model's output for a chunk and aggregate it into entities."""
         probs: dict[int, np.ndarray] = {}
         failures = chunk.failures
+        t0 = time.perf_counter()
         for batch, handle in chunk.pending:
             try:
                 out = handle.result() if hasattr(handle, "result") else handle
@@ -191,6 +198,8 @@ class Tagger:
                 continue
             for row, w in enumerate(batch):
                 probs[id(w)] = out[row, : len(w)]
+        t1 = time.perf_counter()
+        self.stats.seconds_model += t1 - t0
         for i, res in enumerate(chunk.results):
             if res.status != OK:
                 continue
@@ -204,13 +213,16 @@ class Tagger:
             if len(chunk.per_doc[i]) > 1 and self.strategy.groups:
                 found = merge_overlapping(found)
             res.entities = self._post(found)
+        self.stats.seconds_aggregate += time.perf_counter() - t1
         return chunk.results
 
     def _submit(self, batch: list[Window], failures: dict) -> list[tuple[list[Window], object]]:
         """Run (or launch) one batch; on failure split it in halves, then blame single windows."""
         ids, mask = pad([w.input_ids for w in batch], self.pad_id)
+        t0 = time.perf_counter()
         try:
             handle = self.forward(ids, mask)
+            self.stats.seconds_model += time.perf_counter() - t0
         except Exception as exc:  # noqa: BLE001
             if len(batch) > 1:
                 half = len(batch) // 2

@@ -177,3 +177,32 @@ def test_identical_texts_are_tagged_once(tiny_model_dir, tmp_path):
         per_doc.setdefault(row[0], []).append(row[1:])
     for i in range(20):
         assert per_doc.get(i) == per_doc.get(i + 20) == per_doc.get(i + 40)
+
+
+def test_hive_partitioned_directory_input(tiny_model_dir, tmp_path):
+    texts = corpus(30, seed=41)
+    table = pa.table({"id": pa.array(range(30), pa.int64()), "body": texts,
+                      "date": ["2026-11-0%d" % (i % 3 + 1) for i in range(30)]})
+    pq.write_to_dataset(table, tmp_path / "lake", partition_cols=["date"])
+    assert run_job(tmp_path / "lake", tmp_path / "out", tiny_model_dir, "--set", "input.passthrough_cols=[date]",
+                   "--set", "output.partition_by=[date]") == 0
+    docs = duckdb.sql(f"select doc_id, date from read_parquet('{tmp_path}/out/documents/**/*.parquet', "
+                      "hive_partitioning=true) order by doc_id").fetchall()
+    assert [(i, str(d)) for i, d in docs] == [(i, "2026-11-0%d" % (i % 3 + 1)) for i in range(30)]  # Spark infers a date
+    assert sorted(p.name for p in (tmp_path / "out" / "entities").glob("date=*")) == [
+        "date=2026-11-01", "date=2026-11-02", "date=2026-11-03"]
+
+
+def test_unwritable_output_stops_before_work(tiny_model_dir, tmp_path):
+    write_corpus(tmp_path / "in.parquet", [1], ["Paris"])
+    (tmp_path / "file").write_text("not a directory")
+    r = cli("--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "file" / "out"), "--model",
+            str(tiny_model_dir), "--id-col", "id", "--text-col", "body", *SPARK)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "output.path: cannot write" in r.stderr.strip().splitlines()[-1]
+
+
+def test_console_script_is_installed():
+    exe = os.path.join(os.path.dirname(sys.executable), "ner-tag")
+    r = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "--aggregation" in r.stdout
