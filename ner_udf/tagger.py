@@ -10,6 +10,7 @@ go on.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
@@ -65,8 +66,12 @@ class Tagger:
         id2label: dict[int, str] | Sequence[str],
         config: TaggingConfig,
         max_positions: int = 512,
+        background: bool = False,
     ):
         self.config = config
+        # GPUs: a model thread runs forward passes (and waits for them) while this thread tokenizes
+        # and aggregates; the tokenizer and torch release the GIL while they work.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ner-model") if background else None
         self.forward = forward
         self.labels = LabelSet.from_id2label(id2label)
         self.strategy = Strategy(config.aggregation)
@@ -87,7 +92,8 @@ class Tagger:
 
     @classmethod
     def from_loaded(cls, loaded, config: TaggingConfig) -> "Tagger":
-        return cls(loaded.tokenizer, loaded.forward, loaded.id2label, config, loaded.max_positions)
+        background = str(getattr(loaded, "device", "cpu")).startswith("cuda")
+        return cls(loaded.tokenizer, loaded.forward, loaded.id2label, config, loaded.max_positions, background)
 
     # -- public -------------------------------------------------------------------------------
     def tag(self, texts: Sequence[str | None]) -> list[DocResult]:
@@ -189,12 +195,16 @@ class Tagger:
         probs: dict[int, np.ndarray] = {}
         failures = chunk.failures
         t0 = time.perf_counter()
-        for batch, handle in chunk.pending:
+        queue = list(chunk.pending)
+        while queue:
+            batch, handle = queue.pop(0)
             try:
-                out = handle.result() if hasattr(handle, "result") else handle
+                out = _resolve(handle)
             except Exception as exc:  # noqa: BLE001 - a failure surfacing at synchronisation
-                for w in batch:
-                    failures[id(w)] = f"model failed: {type(exc).__name__}: {str(exc)[:500]}"
+                if len(batch) > 1:  # e.g. out of memory: run it again in halves, synchronously
+                    queue[:0] = self._submit(batch, failures, background=False)
+                    continue
+                failures[id(batch[0])] = f"model failed: {type(exc).__name__}: {str(exc)[:500]}"
                 continue
             for row, w in enumerate(batch):
                 probs[id(w)] = out[row, : len(w)]
@@ -216,17 +226,20 @@ class Tagger:
         self.stats.seconds_aggregate += time.perf_counter() - t1
         return chunk.results
 
-    def _submit(self, batch: list[Window], failures: dict) -> list[tuple[list[Window], object]]:
+    def _submit(self, batch: list[Window], failures: dict, background: bool | None = None) -> list[tuple[list[Window], object]]:
         """Run (or launch) one batch; on failure split it in halves, then blame single windows."""
         ids, mask = pad([w.input_ids for w in batch], self.pad_id)
         t0 = time.perf_counter()
         try:
-            handle = self.forward(ids, mask)
+            if self._pool is not None and background is not False:
+                handle = self._pool.submit(lambda: _resolve(self.forward(ids, mask)))
+            else:
+                handle = self.forward(ids, mask)
             self.stats.seconds_model += time.perf_counter() - t0
         except Exception as exc:  # noqa: BLE001
             if len(batch) > 1:
                 half = len(batch) // 2
-                return self._submit(batch[:half], failures) + self._submit(batch[half:], failures)
+                return self._submit(batch[:half], failures, False) + self._submit(batch[half:], failures, False)
             failures[id(batch[0])] = f"model failed: {type(exc).__name__}: {str(exc)[:500]}"
             return []
         self.stats.batches += 1
@@ -256,6 +269,13 @@ class _Chunk:
     results: list[DocResult]
     pending: list[tuple[list[Window], object]]
     failures: dict[int, str]
+
+
+def _resolve(handle):
+    """The probabilities behind a forward result: an array, or a handle (GPU copy, thread future)."""
+    while hasattr(handle, "result"):
+        handle = handle.result()
+    return handle
 
 
 def _copy(res: DocResult) -> DocResult:
