@@ -7,7 +7,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 
-def plan_batches(lengths: Sequence[int], token_budget: int, max_padding: float = 0.2) -> Iterator[np.ndarray]:
+def plan_batches(lengths: Sequence[int], token_budget: int, max_padding: float = 0.1) -> Iterator[np.ndarray]:
     """Yield index arrays of windows to run together, longest windows first.
 
     A batch of ``rows`` windows padded to its longest window costs ``rows * longest`` tokens; each

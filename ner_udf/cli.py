@@ -69,38 +69,62 @@ def build_config(args: argparse.Namespace) -> Config:
 
 # -- model checks on the driver (cheap: config + tokenizer, no weights) ------------------------
 def check_model(cfg: Config) -> dict:
-    """Fail fast if the model cannot be used; return what the manifest records about it."""
-    from transformers import AutoConfig, AutoTokenizer
+    """Fail fast if the model cannot be used; return what the manifest records about it.
 
+    A local directory is checked from its files (no transformers import on the driver); a hub id
+    is resolved with transformers (config + tokenizer, no weights), which also pins the commit."""
     name, rev = cfg.model.name, cfg.model.revision
     info: dict = {"name": name, "revision": rev}
-    try:
-        mconf = AutoConfig.from_pretrained(name, revision=rev, trust_remote_code=False)
-        tok = AutoTokenizer.from_pretrained(name, revision=rev, use_fast=True, trust_remote_code=False)
-    except Exception as exc:  # noqa: BLE001
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"model.name: cannot load {name!r}: {first}") from None
-    if not getattr(tok, "is_fast", False):
-        raise UserError(f"model.name: {name!r} has no fast tokenizer (tokenizer.json); offsets need one")
     local = Path(name)
     if local.is_dir():
+        mconf = _local_config(local)
+        if not any((local / f).exists() for f in ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model")):
+            raise UserError(f"model.name: no tokenizer files (tokenizer.json or vocab.txt) in {name!r}")
         weights = sorted(local.glob("*.safetensors"))
         if not weights and not cfg.model.allow_pickle:
             raise UserError(f"model.name: no *.safetensors weights in {name!r}; convert them or set model.allow_pickle=true")
         info["weights_sha256"] = _hash_in_background(weights) if weights else None
-    info["resolved_revision"] = getattr(mconf, "_commit_hash", None) or rev
-    info["labels"] = [mconf.id2label[i] for i in range(len(mconf.id2label))]
-    if cfg.tagging.max_length and cfg.tagging.max_length > getattr(mconf, "max_position_embeddings", 10**9):
-        raise UserError(
-            f"tagging.max_length: got {cfg.tagging.max_length}; the model has "
-            f"{mconf.max_position_embeddings} positions"
-        )
-    if cfg.model.device == "cuda":
-        import torch
+        info["resolved_revision"] = rev
+    else:
+        if looks_like_path(name):
+            raise UserError(f"model.name: {name!r} is not a directory (nor a hub id like org/model)")
+        from transformers import AutoConfig, AutoTokenizer
 
-        if not torch.cuda.is_available():
-            raise UserError("model.device: got cuda but the driver sees no CUDA device; use auto or cpu")
+        try:
+            conf = AutoConfig.from_pretrained(name, revision=rev, trust_remote_code=False)
+            tok = AutoTokenizer.from_pretrained(name, revision=rev, use_fast=True, trust_remote_code=False)
+        except Exception as exc:  # noqa: BLE001
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UserError(f"model.name: cannot load {name!r}: {first}") from None
+        if not getattr(tok, "is_fast", False):
+            raise UserError(f"model.name: {name!r} has no fast tokenizer (tokenizer.json); offsets need one")
+        mconf = {"id2label": {str(k): v for k, v in conf.id2label.items()},
+                 "max_position_embeddings": getattr(conf, "max_position_embeddings", None)}
+        info["resolved_revision"] = getattr(conf, "_commit_hash", None) or rev
+    id2label = mconf.get("id2label") or {}
+    info["labels"] = [id2label[str(i)] for i in range(len(id2label))]
+    positions = mconf.get("max_position_embeddings")
+    if cfg.tagging.max_length and positions and cfg.tagging.max_length > positions:
+        raise UserError(f"tagging.max_length: got {cfg.tagging.max_length}; the model has {positions} positions")
     return info
+
+
+def looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _local_config(local: Path) -> dict:
+    path = local / "config.json"
+    try:
+        conf = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"model.name: {str(local)!r} has no config.json; is it a Hugging Face model directory?") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"model.name: cannot read {path}: {exc}") from None
+    archs = conf.get("architectures") or []
+    if archs and not any(a.endswith("ForTokenClassification") for a in archs):
+        raise UserError(f"model.name: {str(local)!r} is a {archs[0]}, not a token-classification model")
+    return conf
 
 
 class _Digest(threading.Thread):
@@ -234,7 +258,8 @@ def run(cfg: Config) -> dict:
     out = Output(spark, cfg.output.path, cfg.output.mode, run_id)
     out.prepare()
     loads = spark.sparkContext.accumulator({}, glue.CountsParam())
-    partitions = cfg.spark.partitions or spark.sparkContext.defaultParallelism * 4
+    slots = max(1, spark.sparkContext.defaultParallelism // int(spark.conf.get("spark.task.cpus", "1")))
+    partitions = cfg.spark.partitions or slots * 4  # a few tasks per slot: balance without tiny sorts
     t0 = time.perf_counter()
     tagged = glue.tag(source, cfg, loads, partitions).persist(StorageLevel.MEMORY_AND_DISK)
     try:

@@ -55,7 +55,7 @@ class TaggingConfig(_Section):
     max_length: int | None = Field(default=None, ge=8)
     stride: int | None = Field(default=None, ge=0)
     batch_tokens: int = Field(default=8192, ge=64)
-    max_padding: float = Field(default=0.2, ge=0.0, le=1.0)
+    max_padding: float = Field(default=0.1, ge=0.0, le=1.0)
     chunk_chars: int = Field(default=1_000_000, ge=1_000)
     max_windows_per_doc: int = Field(default=0, ge=0)
     min_score: float = Field(default=0.0, ge=0.0, le=1.0)

@@ -141,7 +141,8 @@ def test_cli_runtime_user_errors(tiny_model_dir, tmp_path):
     cases = [
         (["--input", str(tmp_path / "missing.parquet")], "input.path: cannot read Parquet"),
         (["--input", str(tmp_path / "in.parquet"), "--text-col", "nope"], "column(s) nope not in"),
-        (["--input", str(tmp_path / "in.parquet"), "--model", str(tmp_path / "no-model")], "model.name: cannot load"),
+        (["--input", str(tmp_path / "in.parquet"), "--model", str(tmp_path / "no-model")], "model.name:"),
+        (["--input", str(tmp_path / "in.parquet"), "--model", str(tmp_path)], "has no config.json"),
     ]
     for extra, needle in cases:
         args = ["--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "o"), "--model", str(tiny_model_dir),
