@@ -1,0 +1,62 @@
+"""Model loading: process cache, safetensors-only policy, device and precision checks."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from ner_udf import model as model_mod
+from ner_udf.config import ModelConfig
+from ner_udf.model import ModelLoadError, load_model
+
+
+def test_second_request_in_a_process_is_free(tiny_model_dir):
+    cfg = ModelConfig(name=str(tiny_model_dir), device="cpu", threads=1)
+    first = load_model(cfg)
+    loads = model_mod.LOAD_COUNT
+    assert load_model(cfg) is first and model_mod.LOAD_COUNT == loads
+    other = load_model(cfg.model_copy(update={"precision": "bf16"}))  # another spec: another load
+    assert other is not first and model_mod.LOAD_COUNT == loads + 1
+
+
+def test_pickle_checkpoints_need_explicit_permission(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForTokenClassification
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, pickled)
+    (pickled / "model.safetensors").unlink()
+    AutoModelForTokenClassification.from_pretrained(tiny_model_dir).save_pretrained(pickled, safe_serialization=False)
+    assert not list(pickled.glob("*.safetensors"))
+    with pytest.raises(ModelLoadError, match="only safetensors"):
+        load_model(ModelConfig(name=str(pickled), device="cpu", threads=1))
+    loaded = load_model(ModelConfig(name=str(pickled), device="cpu", threads=1, allow_pickle=True))
+    assert loaded.id2label[1] == "B-PER"
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelLoadError, match="model.name: cannot load"):
+        load_model(ModelConfig(name=str(tmp_path / "nope"), device="cpu", threads=1))
+
+
+def test_fp16_needs_a_gpu(tiny_model_dir):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("has a GPU")
+    with pytest.raises(ModelLoadError, match="fp16 needs a CUDA device"):
+        load_model(ModelConfig(name=str(tiny_model_dir), device="auto", precision="fp16", threads=1))
+    with pytest.raises(ModelLoadError, match="no CUDA device"):
+        load_model(ModelConfig(name=str(tiny_model_dir), device="cuda", threads=1))
+
+
+@pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs a CUDA GPU (never in CI)")
+def test_gpu_placement_and_precision(tiny_model_dir):
+    import numpy as np
+
+    for precision in ("fp32", "bf16", "fp16"):
+        loaded = load_model(ModelConfig(name=str(tiny_model_dir), device="cuda", precision=precision))
+        assert loaded.device.startswith("cuda")
+        probs = loaded.forward(np.array([[2, 10, 3]]), np.ones((1, 3), dtype=np.int64))
+        probs = probs.result() if hasattr(probs, "result") else probs
+        assert probs.shape == (1, 3, 7) and abs(float(probs.sum()) - 3.0) < 1e-3
