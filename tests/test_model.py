@@ -21,12 +21,14 @@ def test_second_request_in_a_process_is_free(tiny_model_dir):
 
 
 def test_pickle_checkpoints_need_explicit_permission(tiny_model_dir, tmp_path):
+    import torch
     from transformers import AutoModelForTokenClassification
 
     pickled = tmp_path / "pickled"
     shutil.copytree(tiny_model_dir, pickled)
     (pickled / "model.safetensors").unlink()
-    AutoModelForTokenClassification.from_pretrained(tiny_model_dir).save_pretrained(pickled, safe_serialization=False)
+    state = AutoModelForTokenClassification.from_pretrained(tiny_model_dir).state_dict()
+    torch.save(state, pickled / "pytorch_model.bin")  # a legacy pickle checkpoint
     assert not list(pickled.glob("*.safetensors"))
     with pytest.raises(ModelLoadError, match="only safetensors"):
         load_model(ModelConfig(name=str(pickled), device="cpu", threads=1))
