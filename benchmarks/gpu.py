@@ -48,6 +48,7 @@ CORPUS = GPU_DIR / "corpus-4000.parquet"
 RAMPART = ROOT / ".cache" / "models" / "rampart"
 SAMPLE = ROOT / "data" / "sample" / "corpus.parquet"
 ARROW_BATCH_ROWS = 8192  # as conf/cluster-gpu.yaml: spark.arrow_batch_rows
+GPU_MAX_PADDING = 0.25  # as conf/cluster-gpu.yaml: tagging.max_padding
 
 
 # -- preparation (CPU, before renting the GPU) ----------------------------------------------------
@@ -251,7 +252,7 @@ def stage_roofline(run: Run, model_dir, windows, tokens_total: int, precisions, 
             if run.left() < 15:
                 out[name] = {"skipped": "deadline"}
                 continue
-            idx_batches = list(plan_batches(lengths, budget))
+            idx_batches = list(plan_batches(lengths, budget, GPU_MAX_PADDING))
             batches = [pad([windows[j].input_ids for j in idx], pad_id) for idx in idx_batches]
             fed = [int(sum(lengths[j] for j in idx)) for idx in idx_batches]
             wait(loaded.forward(*batches[0]))  # warm-up: the widest batch, then the narrowest
@@ -327,7 +328,8 @@ def stage_job(run: Run, model_dir, corpus_path: Path, n_docs: int, precisions, d
             out[name] = {"skipped": "deadline"}
             continue
         loaded, load_s = load(model_dir, p, device)
-        tagger = Tagger.from_loaded(loaded, TaggingConfig(aggregation="simple", batch_tokens=batch_tokens))
+        tagger = Tagger.from_loaded(loaded, TaggingConfig(aggregation="simple", batch_tokens=batch_tokens,
+                                                          max_padding=GPU_MAX_PADDING))
         timers = {"forward": 0.0, "wait": 0.0, "tokenize": 0.0}
         inner_forward, inner_windows = tagger.forward, tagger.windows
 

@@ -133,7 +133,7 @@ def _load(cfg: ModelConfig, device: str) -> LoadedModel:
     elif cfg.precision == "fp16":
         model = model.to(torch.float16)
     torch_device = torch.device(device)
-    if torch_device.type == "cuda":
+    if torch_device.type == "cuda" and torch_device.index is not None:
         torch.cuda.set_device(torch_device)  # events and pinned copies follow the task's GPU
     model = model.to(torch_device)
     pin = torch_device.type == "cuda"
