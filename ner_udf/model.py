@@ -113,9 +113,8 @@ def _load(cfg: ModelConfig, device: str) -> LoadedModel:
     kwargs = dict(revision=cfg.revision, trust_remote_code=False)
     try:
         tokenizer = AutoTokenizer.from_pretrained(cfg.name, use_fast=True, **kwargs)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision, torch.float32)
         model = AutoModelForTokenClassification.from_pretrained(
-            cfg.name, use_safetensors=None if cfg.allow_pickle else True, dtype=dtype, **kwargs
+            cfg.name, use_safetensors=None if cfg.allow_pickle else True, **kwargs
         )
     except (OSError, ValueError, EnvironmentError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

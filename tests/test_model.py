@@ -56,8 +56,8 @@ def test_fp16_needs_a_gpu(tiny_model_dir):
 def test_gpu_placement_and_precision(tiny_model_dir):
     import numpy as np
 
-    for precision, device in (("fp32", "cuda"), ("bf16", "cuda:0"), ("fp16", "auto")):
-        loaded = load_model(ModelConfig(name=str(tiny_model_dir), device=device, precision=precision))
+    for precision, device, task_gpu in (("fp32", "cuda", None), ("bf16", "cuda", "cuda:0"), ("fp16", "auto", None)):
+        loaded = load_model(ModelConfig(name=str(tiny_model_dir), device=device, precision=precision), device=task_gpu)
         assert loaded.device.startswith("cuda")
         probs = loaded.forward(np.array([[2, 10, 3]]), np.ones((1, 3), dtype=np.int64))
         probs = probs.result() if hasattr(probs, "result") else probs
