@@ -81,7 +81,7 @@ class Bench:
         self.logs = BENCH_DIR / "logs"
         self.spark_conf = {**SPARK_CONF, "spark.task.cpus": str(args.task_cpus)}
         m = re.fullmatch(r"local\[(\d+)\]", args.master)
-        self.partitions = 4 * int(m.group(1)) if m else None  # the job's default: 4 x default parallelism
+        self.partitions = 4 * int(m.group(1)) if m else None  # the peers' partitions: 4 x cores
         self.model_dir: Path | None = None
         self.docs: list[str] = []
         self.windows = None
@@ -478,7 +478,8 @@ def render_markdown(r: dict, results_name: str) -> str:
             v.get("tokens_counted_by_job") in (None, c["tokens"]) for k, v in var.items() if k in MAIN_TABLE)
            else " (WARNING: a job manifest counted a different number; see results json)."),
         f"* Spark variants: master `{s['spark_master']}`, `spark.task.cpus={s['spark_conf'].get('spark.task.cpus')}` "
-        f"(one task at a time, 2 torch threads), {s['partitions']} partitions, each variant in a fresh process "
+        f"(one task at a time, 2 torch threads), peers on {s['partitions']} partitions, the job on its default "
+        "(4 x task slots, see partitions in results.json), each variant in a fresh process "
         "(JVM start, Python workers and model load inside the timing). Roofline: one process, "
         f"{s['torch_threads']} torch threads, {s['batch_tokens']}-token length-sorted batches, forward only.",
         f"* Timing: {s['timing']}.",
@@ -574,8 +575,7 @@ def render_markdown(r: dict, results_name: str) -> str:
         if tagged and tagged > d["distinct_docs"]:
             lines.append(f"\nWith dedupe the job tagged {d.get('dedupe_true', {}).get('unique_texts_tagged')} texts for "
                          f"{d['distinct_docs']} distinct ones: the tagger dedupes within one pandas batch of one "
-                         "partition, and the job deals rows round-robin over partitions first, so most copies land "
-                         "in another partition than their original.")
+                         "partition (and one task): copies that land in another pandas batch are tagged again.")
         if d.get("speedup"):
             lines.append(f"\nSpeed-up from dedupe: {d['speedup']}x.")
     lines += ["", "## How to reproduce", "",
