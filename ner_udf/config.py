@@ -102,6 +102,12 @@ class Config(_Section):
             raise ValueError(
                 f"tagging.stride: got {t.stride}, must be < tagging.max_length ({t.max_length})"
             )
+        missing = [c for c in self.output.partition_by if c not in self.input.passthrough_cols]
+        if missing:
+            raise ValueError(
+                f"output.partition_by: got {missing[0]!r}, which is not a pass-through column; valid: "
+                f"{', '.join(self.input.passthrough_cols) or '(none: add it to input.passthrough_cols)'}"
+            )
         if m.precision == "fp16" and m.device == "cpu":
             raise ValueError("model.precision: got fp16 with model.device=cpu; on CPU use fp32, bf16 or int8")
         if m.precision == "int8" and m.device == "cuda":

@@ -27,6 +27,7 @@ def test_defaults_and_overrides(tmp_path):
         (["model.precision=fp8"], "model.precision: got 'fp8'"),
         (["nosuch.key=1"], "nosuch: unknown key"),
         (["tagging"], "--set: got 'tagging'"),
+        (["output.partition_by=[date]"], "output.partition_by: got 'date', which is not a pass-through column"),
     ],
 )
 def test_user_errors_are_one_line(sets, needle):
