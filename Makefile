@@ -37,8 +37,11 @@ test: setup model
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
+# The committed figures: 1,000 documents for the main table (BENCH_ARGS), memory 1x/10x from a
+# separate `benchmarks/run.py --docs 300 --only job_bf16,memory_10x` (see benchmarks/RESULTS.md).
+BENCH_ARGS ?= --docs 1000 --skip-10x
 bench: setup model
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf out spark-warehouse .pytest_cache
