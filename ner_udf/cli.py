@@ -83,7 +83,7 @@ def check_model(cfg: Config) -> dict:
         weights = sorted(local.glob("*.safetensors"))
         if not weights and not cfg.model.allow_pickle:
             raise UserError(f"model.name: no *.safetensors weights in {name!r}; convert them or set model.allow_pickle=true")
-        info["weights_sha256"] = _hash_in_background(weights) if weights else None
+        info["weights_sha256"] = _Digest(weights) if weights else None
         info["resolved_revision"] = rev
     else:
         if looks_like_path(name):
@@ -146,10 +146,6 @@ class _Digest(threading.Thread):
     def __str__(self):
         self.join()
         return str(self.value)
-
-
-def _hash_in_background(files) -> _Digest:
-    return _Digest(files)
 
 
 # -- Spark ------------------------------------------------------------------------------------

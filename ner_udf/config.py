@@ -14,8 +14,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 STRATEGIES = ("none", "simple", "first", "average", "max")
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 DEFAULT_MODEL = "orgcatorg/bert-base-multilingual-cased-ner"
 
 

@@ -102,7 +102,6 @@ def make_tag_fn(cfg_json: str, loads_acc):
 
     def tag_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from . import model as model_mod
-        from .config import Config
         from .tagger import Tagger
 
         task_start = time.perf_counter()

@@ -10,8 +10,7 @@ go on.
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -66,12 +65,8 @@ class Tagger:
         id2label: dict[int, str] | Sequence[str],
         config: TaggingConfig,
         max_positions: int = 512,
-        background: bool = False,
     ):
         self.config = config
-        # GPUs: a model thread runs forward passes (and waits for them) while this thread tokenizes
-        # and aggregates; the tokenizer and torch release the GIL while they work.
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ner-model") if background else None
         self.forward = forward
         self.labels = LabelSet.from_id2label(id2label)
         self.strategy = Strategy(config.aggregation)
@@ -92,8 +87,8 @@ class Tagger:
 
     @classmethod
     def from_loaded(cls, loaded, config: TaggingConfig) -> "Tagger":
-        # No model thread by default: on an H200 it made bf16 3x slower (each kernel launch waits for
-        # the GIL held by tokenization/aggregation); GPU batches are launched ahead instead.
+        # GPU batches are launched ahead (see _Pending in ner_udf.model) rather than run in a model
+        # thread: on an H200 a thread made bf16 3x slower (kernel launches waited for the GIL).
         return cls(loaded.tokenizer, loaded.forward, loaded.id2label, config, loaded.max_positions)
 
     # -- public -------------------------------------------------------------------------------
@@ -202,8 +197,9 @@ class Tagger:
             try:
                 out = _resolve(handle)
             except Exception as exc:  # noqa: BLE001 - a failure surfacing at synchronisation
-                if len(batch) > 1:  # e.g. out of memory: run it again in halves, synchronously
-                    queue[:0] = self._submit(batch, failures, background=False)
+                if len(batch) > 1:  # e.g. out of memory: run it again in halves
+                    half = len(batch) // 2
+                    queue[:0] = self._submit(batch[:half], failures) + self._submit(batch[half:], failures)
                     continue
                 failures[id(batch[0])] = f"model failed: {type(exc).__name__}: {str(exc)[:500]}"
                 continue
@@ -227,20 +223,17 @@ class Tagger:
         self.stats.seconds_aggregate += time.perf_counter() - t1
         return chunk.results
 
-    def _submit(self, batch: list[Window], failures: dict, background: bool | None = None) -> list[tuple[list[Window], object]]:
+    def _submit(self, batch: list[Window], failures: dict) -> list[tuple[list[Window], object]]:
         """Run (or launch) one batch; on failure split it in halves, then blame single windows."""
         ids, mask = pad([w.input_ids for w in batch], self.pad_id)
         t0 = time.perf_counter()
         try:
-            if self._pool is not None and background is not False:
-                handle = self._pool.submit(lambda: _resolve(self.forward(ids, mask)))
-            else:
-                handle = self.forward(ids, mask)
+            handle = self.forward(ids, mask)
             self.stats.seconds_model += time.perf_counter() - t0
         except Exception as exc:  # noqa: BLE001
             if len(batch) > 1:
                 half = len(batch) // 2
-                return self._submit(batch[:half], failures, False) + self._submit(batch[half:], failures, False)
+                return self._submit(batch[:half], failures) + self._submit(batch[half:], failures)
             failures[id(batch[0])] = f"model failed: {type(exc).__name__}: {str(exc)[:500]}"
             return []
         self.stats.batches += 1
@@ -273,10 +266,8 @@ class _Chunk:
 
 
 def _resolve(handle):
-    """The probabilities behind a forward result: an array, or a handle (GPU copy, thread future)."""
-    while hasattr(handle, "result"):
-        handle = handle.result()
-    return handle
+    """The probabilities behind a forward result: an array, or a handle whose ``result()`` gives them."""
+    return handle.result() if hasattr(handle, "result") else handle
 
 
 def _copy(res: DocResult) -> DocResult:

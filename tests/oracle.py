@@ -30,4 +30,3 @@ def assert_same_entities(ours, theirs, text: str, tol: float = 1e-4) -> None:
     assert got == want, f"entities differ for {text!r}:\n ours   {got}\n oracle {want}"
     for e, (_, _, _, score) in zip(ours, theirs):
         assert abs(e.score - score) <= tol, f"score {e.score} vs {score} for {e} in {text!r}"
-        assert text[e.start : e.end] == text[e.start : e.end]

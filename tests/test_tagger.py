@@ -127,23 +127,17 @@ def test_deferred_results_as_on_gpu(loaded):
     assert [r.status for r in res] == ["ok", "error", "ok"] and "device-side" in res[1].error
 
 
-def test_background_model_thread_gives_the_same_results(loaded):
-    texts = corpus(120, seed=9) + long_corpus(20, seed=9)
-    cfg = TaggingConfig(aggregation="max", max_length=48, stride=8, chunk_chars=2000, batch_tokens=512)
-    sync = Tagger.from_loaded(loaded, cfg).tag(texts)
-    threaded = Tagger(loaded.tokenizer, loaded.forward, loaded.id2label, cfg, background=True).tag(texts)
-    assert [r.entities for r in sync] == [r.entities for r in threaded]
-
-
-def test_background_failure_is_retried_in_halves(loaded):
+def test_deferred_failure_is_retried_in_halves(loaded):
     boom_id = loaded.tokenizer.convert_tokens_to_ids("Berlin")
 
     def forward(ids, mask):
-        if (ids == boom_id).any():
-            raise RuntimeError("CUDA out of memory (simulated)")
-        return loaded.forward(ids, mask)
+        def later():
+            if (ids == boom_id).any():
+                raise RuntimeError("CUDA out of memory (simulated)")
+            return loaded.forward(ids, mask)
+        return _Later(later)
 
     texts = ["Paris", "in Berlin", "London", "New York"]
-    res = Tagger(loaded.tokenizer, forward, loaded.id2label, TaggingConfig(), background=True).tag(texts)
+    res = Tagger(loaded.tokenizer, forward, loaded.id2label, TaggingConfig()).tag(texts)
     assert [r.status for r in res] == ["ok", "error", "ok", "ok"]  # one batch failed; halves isolate it
     assert "out of memory" in res[1].error
