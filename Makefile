@@ -39,7 +39,7 @@ test-fast: setup
 
 # The committed figures: 1,000 documents for the main table (BENCH_ARGS), memory 1x/10x from a
 # separate `benchmarks/run.py --docs 300 --only job_bf16,memory_10x` (see benchmarks/RESULTS.md).
-BENCH_ARGS ?= --docs 1000 --skip-10x
+BENCH_ARGS ?= --docs 2000 --memory-docs 1000
 bench: setup model
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 

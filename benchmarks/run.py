@@ -250,25 +250,48 @@ class Bench:
         out = self.job(name, precision, self.corpus_path, self.tokens)
         wall = out.pop("wall_s")
         self.record(name, wall, **out)
-        if precision == self.args.mem_precision:
+        if precision == self.args.mem_precision and self.memory_docs == self.args.docs:
             self.results["memory"].update(peak_worker_rss_mb_1x=out["peak_worker_rss_mb"],
                                           peak_worker_pss_mb_1x=out["peak_worker_pss_mb"],
                                           precision=precision)
             self.results["seconds"].update(job_1x=round(wall, 3), job_1x_manifest=out["manifest_seconds"])
             self.save()
 
-    def memory_10x(self) -> None:
+    @property
+    def memory_docs(self) -> int:
+        return self.args.memory_docs or self.args.docs
+
+    def _memory_corpus(self, n: int):
         a = self.args
-        if f"job_{a.mem_precision}" not in self.results["variants"]:
-            log(f"memory_10x: running job_{a.mem_precision} first (the 1x point)")
-            self.job_variant(a.mem_precision)
-        n = 10 * a.docs
-        log(f"memory_10x: udhr_documents({n}) (distinct; its first {a.docs} docs are the 1x corpus)")
         docs = bl.corpus_docs(n, a.seed)
         path = bl.write_corpus(docs, BENCH_DIR / f"corpus-{n}-s{a.seed}", n_files=8)
-        tok = bl.load_tokenizer(self.model_dir)
-        _, n_tok = bl.count_tokens(bl.make_tagger(tok, batch_tokens=a.budget), docs)
-        tokens = int(n_tok.sum())
+        _, n_tok = bl.count_tokens(bl.make_tagger(bl.load_tokenizer(self.model_dir), batch_tokens=a.budget), docs)
+        return docs, path, int(n_tok.sum())
+
+    def memory_10x(self) -> None:
+        a = self.args
+        n1 = self.memory_docs
+        if n1 == a.docs:
+            if f"job_{a.mem_precision}" not in self.results["variants"]:
+                log(f"memory_10x: running job_{a.mem_precision} first (the 1x point)")
+                self.job_variant(a.mem_precision)
+            tokens_1x = self.tokens
+        else:  # its own 1x corpus (--memory-docs), e.g. one big enough to fill every batch shape
+            log(f"memory_10x: 1x = udhr_documents({n1})")
+            _, path1, tokens_1x = self._memory_corpus(n1)
+            out = self.job("job_1x", a.mem_precision, path1, tokens_1x)
+            wall = out.pop("wall_s")
+            self.results["variants"]["job_1x"] = {"seconds": round(wall, 3), "tokens": tokens_1x, "docs": n1,
+                                                  "tokens_per_s": round(tokens_1x / wall, 1), **out}
+            self.results["memory"].update(peak_worker_rss_mb_1x=out["peak_worker_rss_mb"],
+                                          peak_worker_pss_mb_1x=out["peak_worker_pss_mb"],
+                                          precision=a.mem_precision)
+            self.results["seconds"].update(job_1x=round(wall, 3), job_1x_manifest=out["manifest_seconds"])
+            log(f"job_1x: {wall:.1f} s, peak worker RSS {out['peak_worker_rss_mb']} MB")
+            self.save()
+        n = 10 * n1
+        log(f"memory_10x: udhr_documents({n}) (distinct; its first {n1} docs are the 1x corpus)")
+        docs, path, tokens = self._memory_corpus(n)
         out = self.job("job_10x", a.mem_precision, path, tokens)
         wall = out.pop("wall_s")
         self.results["variants"]["job_10x"] = {"seconds": round(wall, 3), "tokens": tokens, "docs": n,
@@ -276,7 +299,7 @@ class Bench:
                                                "tokens_per_s": round(tokens / wall, 1), **out}
         self.results["memory"].update(peak_worker_rss_mb_10x=out["peak_worker_rss_mb"],
                                       peak_worker_pss_mb_10x=out["peak_worker_pss_mb"],
-                                      tokens_10x=tokens, tokens_1x=self.tokens)
+                                      tokens_10x=tokens, tokens_1x=tokens_1x, docs_1x=n1, docs_10x=n)
         self.results["seconds"].update(job_10x=round(wall, 3), job_10x_manifest=out["manifest_seconds"])
         log(f"job_10x: {wall:.1f} s, {tokens / wall:,.0f} tokens/s, peak worker RSS {out['peak_worker_rss_mb']} MB")
         self.save()
@@ -540,8 +563,9 @@ def render_markdown(r: dict, results_name: str) -> str:
     mem, sec = r.get("memory", {}), r.get("seconds", {})
     if mem:
         lines += ["", "## Memory and linearity", "",
-                  f"Job at {mem.get('precision')} on the corpus (1x) and on 10x as many distinct documents "
-                  "(`udhr_documents(10*N)`, whose first N are the 1x corpus; no duplicates). Peak of the summed "
+                  f"Job at {mem.get('precision')} on {mem.get('docs_1x', c['docs'])} documents (1x) and on "
+                  f"{mem.get('docs_10x', 10 * c['docs'])} distinct documents (10x: `udhr_documents(10*N)`, whose "
+                  "first N are the 1x corpus; no duplicates). Peak of the summed "
                   "RSS and PSS of Spark's Python worker processes (`pyspark.daemon`/`pyspark.worker` and their "
                   "children), sampled every 0.2 s from /proc/<pid>/smaps_rollup. RSS counts pages shared between "
                   "the daemon and its forked workers once per process; PSS splits them.", "",
@@ -606,6 +630,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2, help="torch threads of the roofline/agreement runs")
     p.add_argument("--master", default="local[2]", help="Spark master of every Spark variant")
     p.add_argument("--task-cpus", type=int, default=2, help="spark.task.cpus of every Spark variant")
+    p.add_argument("--memory-docs", type=int, default=None,
+                   help="documents of the 1x memory/linearity corpus (10x runs 10 times as many); default --docs")
     p.add_argument("--mem-precision", default="bf16", choices=PRECISIONS, help="precision of the 1x/10x runs")
     p.add_argument("--dedup-precision", default="bf16", choices=PRECISIONS)
     p.add_argument("--dup-fraction", type=float, default=0.3)

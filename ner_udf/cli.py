@@ -241,6 +241,7 @@ def run(cfg: Config) -> dict:
     if not cfg.output.path:
         raise UserError("output.path: not set; pass --output PATH or set output.path in the config")
     started = dt.datetime.now(dt.timezone.utc)
+    t_run = time.perf_counter()
     run_id = started.strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
     if Path(cfg.model.name).is_dir():  # executors run elsewhere: ship an absolute path
         cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"name": str(Path(cfg.model.name).resolve())})})
@@ -261,10 +262,16 @@ def run(cfg: Config) -> dict:
     try:
         passthrough = cfg.input.passthrough_cols
         parts = [c for c in cfg.output.partition_by]
+        phases = {}  # seconds per Spark action: the first one reads, tags and writes entities/
         for name, frame in (("entities", glue.entities_table(tagged, passthrough)),
                             ("documents", glue.documents_table(tagged, passthrough))):
+            t = time.perf_counter()
             frame.write.mode("overwrite").partitionBy(*parts).parquet(out.staging(name))
+            phases[f"write_{name}"] = round(time.perf_counter() - t, 3)
+        t = time.perf_counter()
         counts = summarize(tagged)
+        phases["summarize"] = round(time.perf_counter() - t, 3)
+        phases["before_tagging"] = round(t0 - t_run, 3)
         seconds = time.perf_counter() - t0
         finished = dt.datetime.now(dt.timezone.utc)
         manifest = {
@@ -282,6 +289,7 @@ def run(cfg: Config) -> dict:
                 "seconds": round(seconds, 3),
                 "documents_per_s": round(counts["documents"]["total"] / seconds, 2),
                 "tokens_per_s": round(counts["tokens"] / seconds, 1),
+                "phases": phases,
             },
             "spark": {"version": spark.version, "master": spark.sparkContext.master,
                       "app_id": spark.sparkContext.applicationId, "partitions": partitions},

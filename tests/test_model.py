@@ -62,3 +62,31 @@ def test_gpu_placement_and_precision(tiny_model_dir):
         probs = loaded.forward(np.array([[2, 10, 3]]), np.ones((1, 3), dtype=np.int64))
         probs = probs.result() if hasattr(probs, "result") else probs
         assert probs.shape == (1, 3, 7) and abs(float(probs.sum()) - 3.0) < 1e-3
+
+
+def test_memory_release_trims_only_after_growth(monkeypatch):
+    rel = model_mod._MemoryReleaser(slack_mb=100)
+    if rel.trim is None:
+        pytest.skip("not glibc")
+    calls = []
+    rss = iter([500, 480, 550, 560, 700, 450]).__next__  # MB, read before and after each trim
+    monkeypatch.setattr(rel, "rss", lambda: rss() * 2**20)
+    monkeypatch.setattr(rel, "trim", lambda pad: calls.append(pad))
+    rel()  # first call: trims and sets the floor (480)
+    rel()  # 550 <= 480 + 100: nothing
+    rel()  # 560: nothing
+    rel()  # 700 > 580: trim, floor 450
+    assert calls == [0, 0] and rel.trims == 2 and rel.floor == 450 * 2**20
+
+
+def test_memory_release_keeps_results_identical(tiny_model_dir):
+    import numpy as np
+
+    ids = np.array([[2, 10, 11, 12, 3], [2, 13, 14, 3, 0]])
+    mask = (ids != 0).astype(np.int64)
+    outs = []
+    for slack in (None, 0):
+        model_mod.clear_cache()
+        outs.append(load_model(ModelConfig(name=str(tiny_model_dir), device="cpu", release_memory_mb=slack)).forward(ids, mask))
+    model_mod.clear_cache()
+    assert np.array_equal(outs[0], outs[1])
