@@ -15,6 +15,9 @@ OUT="${OUT:-$PWD/out/gpu}"
 mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# Pure-Python/binary packages the GPU machine's Python lacks (pydantic, pyyaml), unpacked from wheels
+# for its Python version: see "GPU machine without our dependencies" in benchmarks/GPU.md.
+if [ -d .cache/gpu-site ]; then export PYTHONPATH="$PYTHONPATH:$PWD/.cache/gpu-site"; fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 
 {

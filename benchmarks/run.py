@@ -144,6 +144,7 @@ class Bench:
             setup={"spark_master": self.args.master, "spark_conf": self.spark_conf,
                    "partitions": self.partitions, "torch_threads": self.args.threads,
                    "batch_tokens": self.args.budget, "aggregation": "simple", "stride": self.stride,
+                   "job_overrides": self.args.job_set,
                    "timing": "wall clock of a fresh process per Spark variant, from its start until its "
                              "result is committed (job: 'committed' line after manifest.json; peers: after "
                              "the noop write); roofline: forward calls only, after one warm-up batch, in a fresh process per precision"},
@@ -231,6 +232,7 @@ class Bench:
         cmd = [sys.executable, str(ROOT / "jobs" / "tag_entities.py"), "--config", str(ROOT / "conf" / "local.yaml"),
                "--input", str(corpus_path), "--output", str(out_path), "--model", str(self.model_dir),
                "--aggregation", "simple"]
+        sets.update(kv.split("=", 1) for kv in self.args.job_set)
         for k, v in sets.items():
             cmd += ["--set", f"{k}={v}"]
         out = self.spark_process(name, cmd, "ner-tag: committed", self.args.timeout)
@@ -602,17 +604,23 @@ def render_markdown(r: dict, results_name: str) -> str:
                          "partition (and one task): copies that land in another pandas batch are tagged again.")
         if d.get("speedup"):
             lines.append(f"\nSpeed-up from dedupe: {d['speedup']}x.")
+    notes = Path(__file__).with_name("NOTES.md")
+    if notes.is_file():  # the hand-written analysis: levers tried, what the misses are, GPU runs
+        lines += ["", notes.read_text(encoding="utf-8").strip()]
     lines += ["", "## How to reproduce", "",
               "```",
-              "make bench                                   # = .venv/bin/python benchmarks/run.py",
+              "make bench            # = .venv/bin/python benchmarks/run.py --docs 2000 --memory-docs 1000 (about an hour)",
               ".venv/bin/python benchmarks/run.py --docs 400                  # corpus size (default 400)",
               ".venv/bin/python benchmarks/run.py --only job_fp32,roofline    # rerun a subset, merged into results.json",
               ".venv/bin/python benchmarks/run.py --skip-10x                  # no 10x memory/linearity run",
+              ".venv/bin/python benchmarks/run.py --memory-docs 1000 --only memory_10x  # memory 1x/10x alone",
+              ".venv/bin/python benchmarks/run.py --render                    # RESULTS.md again from results.json",
               ".venv/bin/python benchmarks/run.py --layers 2 --docs 20        # smoke test -> .cache/bench/smoke/",
               "```", "",
               "Names for `--only`: " + ", ".join(VARIANTS) + "; groups: " + ", ".join(GROUPS) + ".",
               "The model, tokenizer and corpora are built once under `.cache/bench/` (the 12-layer model is ~700 MB);",
-              "per-variant logs are in `.cache/bench/logs/`. Needs `make model` for the agreement figures.", ""]
+              "per-variant logs are in `.cache/bench/logs/`. Needs `make model` for the agreement figures.",
+              "The GPU figures come from `benchmarks/gpu.sh` (see `benchmarks/GPU.md`).", ""]
     return "\n".join(lines)
 
 
@@ -637,9 +645,17 @@ def parse_args(argv=None):
     p.add_argument("--dup-fraction", type=float, default=0.3)
     p.add_argument("--timeout", type=float, default=3600, help="seconds per Spark process before it is killed")
     p.add_argument("--results-dir", default=None, help="where results*.json and RESULTS*.md go")
+    p.add_argument("--job-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra config override of every job run (ner-tag --set), e.g. model.release_memory_mb=64; "
+                        "recorded in results.json setup.job_overrides")
+    p.add_argument("--render", action="store_true", help="only write RESULTS.md again from results.json")
     p.add_argument("--_peer", dest="peer", default=None, help=argparse.SUPPRESS)
     p.add_argument("--_roofline", dest="roofline", default=None, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    bad = [kv for kv in args.job_set if "=" not in kv]
+    if bad:
+        p.error(f"--job-set needs KEY=VALUE, got {bad[0]!r}")
+    return args
 
 
 def selected(args) -> list[str]:
@@ -670,6 +686,12 @@ def main(argv=None) -> int:
     if args.roofline:  # child process of a roofline variant
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         print("BENCH_RESULT " + json.dumps(roofline_child(**json.loads(args.roofline))), flush=True)
+        return 0
+    if args.render:
+        out_dir = Path(args.results_dir) if args.results_dir else Path(__file__).resolve().parent
+        results = out_dir / "results.json"
+        (out_dir / "RESULTS.md").write_text(render_markdown(json.loads(results.read_text()), _rel(results)))
+        log(f"wrote {_rel(out_dir / 'RESULTS.md')}")
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

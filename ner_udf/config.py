@@ -48,6 +48,7 @@ class ModelConfig(_Section):
     tokenizer_threads: int | None = Field(default=None, ge=1)
     release_memory_mb: int | None = Field(default=256, ge=0)
     onednn_cache_capacity: int = Field(default=8, ge=0)
+    cudnn_attention: bool = False
 
 
 class TaggingConfig(_Section):
