@@ -221,7 +221,7 @@ class Bench:
                     stride=self.stride, note="transformers pipeline, aggregation simple, same stride as the job")
 
     def job(self, name: str, precision: str, corpus_path: Path, tokens: int | None = None,
-            dedupe: bool = True) -> dict:
+            dedupe: bool = True, extra: dict | None = None) -> dict:
         out_path = BENCH_DIR / "out" / name
         sets = {
             "model.precision": precision, "model.device": "cpu", "spark.master": self.args.master,
@@ -233,6 +233,7 @@ class Bench:
                "--input", str(corpus_path), "--output", str(out_path), "--model", str(self.model_dir),
                "--aggregation", "simple"]
         sets.update(kv.split("=", 1) for kv in self.args.job_set)
+        sets.update(extra or {})
         for k, v in sets.items():
             cmd += ["--set", f"{k}={v}"]
         out = self.spark_process(name, cmd, "ner-tag: committed", self.args.timeout)
@@ -273,7 +274,11 @@ class Bench:
     def memory_10x(self) -> None:
         a = self.args
         n1 = self.memory_docs
-        if n1 == a.docs:
+        # --memory-batch-rows: the same smaller pandas batch in both runs, so that the 1x run already
+        # fills whole pandas batches (with the default 2,048 rows and 4 partitions that needs >= 8,192
+        # documents at 1x); None = the config's spark.arrow_batch_rows
+        extra = {"spark.arrow_batch_rows": str(a.memory_batch_rows)} if a.memory_batch_rows else None
+        if n1 == a.docs and not extra:
             if f"job_{a.mem_precision}" not in self.results["variants"]:
                 log(f"memory_10x: running job_{a.mem_precision} first (the 1x point)")
                 self.job_variant(a.mem_precision)
@@ -281,7 +286,7 @@ class Bench:
         else:  # its own 1x corpus (--memory-docs), e.g. one big enough to fill every batch shape
             log(f"memory_10x: 1x = udhr_documents({n1})")
             _, path1, tokens_1x = self._memory_corpus(n1)
-            out = self.job("job_1x", a.mem_precision, path1, tokens_1x)
+            out = self.job("job_1x", a.mem_precision, path1, tokens_1x, extra=extra)
             wall = out.pop("wall_s")
             self.results["variants"]["job_1x"] = {"seconds": round(wall, 3), "tokens": tokens_1x, "docs": n1,
                                                   "tokens_per_s": round(tokens_1x / wall, 1), **out}
@@ -294,14 +299,15 @@ class Bench:
         n = 10 * n1
         log(f"memory_10x: udhr_documents({n}) (distinct; its first {n1} docs are the 1x corpus)")
         docs, path, tokens = self._memory_corpus(n)
-        out = self.job("job_10x", a.mem_precision, path, tokens)
+        out = self.job("job_10x", a.mem_precision, path, tokens, extra=extra)
         wall = out.pop("wall_s")
         self.results["variants"]["job_10x"] = {"seconds": round(wall, 3), "tokens": tokens, "docs": n,
                                                "distinct_docs": len(set(docs)),
                                                "tokens_per_s": round(tokens / wall, 1), **out}
         self.results["memory"].update(peak_worker_rss_mb_10x=out["peak_worker_rss_mb"],
                                       peak_worker_pss_mb_10x=out["peak_worker_pss_mb"],
-                                      tokens_10x=tokens, tokens_1x=tokens_1x, docs_1x=n1, docs_10x=n)
+                                      tokens_10x=tokens, tokens_1x=tokens_1x, docs_1x=n1, docs_10x=n,
+                                      arrow_batch_rows=a.memory_batch_rows or "config")
         self.results["seconds"].update(job_10x=round(wall, 3), job_10x_manifest=out["manifest_seconds"])
         log(f"job_10x: {wall:.1f} s, {tokens / wall:,.0f} tokens/s, peak worker RSS {out['peak_worker_rss_mb']} MB")
         self.save()
@@ -570,7 +576,11 @@ def render_markdown(r: dict, results_name: str) -> str:
                   "first N are the 1x corpus; no duplicates). Peak of the summed "
                   "RSS and PSS of Spark's Python worker processes (`pyspark.daemon`/`pyspark.worker` and their "
                   "children), sampled every 0.2 s from /proc/<pid>/smaps_rollup. RSS counts pages shared between "
-                  "the daemon and its forked workers once per process; PSS splits them.", "",
+                  "the daemon and its forked workers once per process; PSS splits them. "
+                  + (f"Both runs with `spark.arrow_batch_rows={mem['arrow_batch_rows']}` (`--memory-batch-rows`), "
+                     "so that the 1x run already fills whole pandas batches."
+                     if isinstance(mem.get("arrow_batch_rows"), int) else
+                     "The config's `spark.arrow_batch_rows` in both runs."), "",
                   "| | 1x | 10x | ratio |", "|---|---:|---:|---:|"]
         for label, k in (("peak worker RSS (MB)", "peak_worker_rss_mb"), ("peak worker PSS (MB)", "peak_worker_pss_mb")):
             a, b = mem.get(f"{k}_1x"), mem.get(f"{k}_10x")
@@ -640,6 +650,9 @@ def parse_args(argv=None):
     p.add_argument("--task-cpus", type=int, default=2, help="spark.task.cpus of every Spark variant")
     p.add_argument("--memory-docs", type=int, default=None,
                    help="documents of the 1x memory/linearity corpus (10x runs 10 times as many); default --docs")
+    p.add_argument("--memory-batch-rows", type=int, default=None,
+                   help="spark.arrow_batch_rows of both memory runs (default: the config's), so that the 1x "
+                        "run fills whole pandas batches")
     p.add_argument("--mem-precision", default="bf16", choices=PRECISIONS, help="precision of the 1x/10x runs")
     p.add_argument("--dedup-precision", default="bf16", choices=PRECISIONS)
     p.add_argument("--dup-fraction", type=float, default=0.3)

@@ -62,6 +62,9 @@ def test_gpu_placement_and_precision(tiny_model_dir):
         probs = loaded.forward(np.array([[2, 10, 3]]), np.ones((1, 3), dtype=np.int64))
         probs = probs.result() if hasattr(probs, "result") else probs
         assert probs.shape == (1, 3, 7) and abs(float(probs.sum()) - 3.0) < 1e-3
+    import torch
+
+    assert not torch.backends.cuda.cudnn_sdp_enabled()  # model.cudnn_attention: false (per-shape graphs)
 
 
 def test_memory_release_trims_only_after_growth(monkeypatch):
