@@ -7,8 +7,8 @@ Runs the job exactly as ``benchmarks/run.py`` does (``local[2]``, ``spark.task.c
 mBERT-shaped benchmark model and corpus, which run.py builds) under ``py-spy record
 --subprocesses`` (installed into the venv if missing; needs ptrace, e.g. root or
 ``kernel.yama.ptrace_scope=0``). Idle samples (threads waiting on a socket) are left out, so the
-shares are of CPU time. Samples of the Python worker are attributed to the innermost frame of
-interest (forward pass, tokenization, aggregation, padding, Arrow/pandas conversion, ...).
+shares are of CPU time. Each sample of the Python worker counts for the first category of
+interest found in its stack (forward pass, tokenization, aggregation, padding, Arrow/pandas conversion, ...).
 Writes the raw collapsed stacks under .cache/bench/profile/ and the summary to
 benchmarks/PROFILE.md.
 """
@@ -30,11 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import benchlib as bl  # noqa: E402
 from benchmarks.benchlib import BENCH_DIR, ROOT, log  # noqa: E402
 
-# (category, function name or None, file path suffix); the innermost matching frame wins. py-spy
-# writes a frame as "function (path:line)"; the path is wherever ner_udf was imported from.
+# (category, function name or None, file path part), by priority: a sample counts for the first
+# category one of whose frames it has anywhere in its stack (the worker loop and the Arrow
+# serializer wrap every sample, so they come last). py-spy writes a frame as "qualified.name
+# (path:line)"; the path is wherever the module was imported from.
 CATEGORIES = [
-    ("model forward (torch)", "forward", "ner_udf/model.py"),
     ("model load (imports, weights)", "load_model", "ner_udf/model.py"),
+    ("model forward (torch)", "forward", "ner_udf/model.py"),
     ("tokenization (windows)", None, "ner_udf/windows.py"),
     ("padding", "pad", "ner_udf/batching.py"),
     ("batch planning", "plan_batches", "ner_udf/batching.py"),
@@ -48,14 +50,13 @@ CATEGORIES = [
 
 def _frame_matches(frame: str, func: str | None, path: str) -> bool:
     name, _, where = frame.partition(" (")
-    return path in where and (func is None or name == func)
+    return path in where and (func is None or name == func or name.endswith("." + func))
 
 
 def categorize(stack: list[str]) -> str:
-    for frame in reversed(stack):  # innermost first
-        for name, func, path in CATEGORIES:
-            if _frame_matches(frame, func, path):
-                return name
+    for name, func, path in CATEGORIES:
+        if any(_frame_matches(frame, func, path) for frame in stack):
+            return name
     return "other (interpreter start, imports)"
 
 
@@ -89,9 +90,12 @@ def render(s: dict, args, seconds: float, manifest: dict) -> str:
              f"{manifest['throughput']['seconds']} s; tagger timings from the manifest: "
              f"`{json.dumps(manifest.get('tagger', {}))}`; Spark phases: "
              f"`{json.dumps(manifest['throughput'].get('phases', {}))}`.", "",
-             "| Python worker, innermost frame | samples | share |", "|---|---:|---:|"]
+             "| Python worker: what the sample was doing | samples | share |", "|---|---:|---:|"]
     for name, n in sorted(s["worker"].items(), key=lambda kv: -kv[1]):
         lines.append(f"| {name} | {n} | {n / total:.1%} |")
+    never = [name for name, _, _ in CATEGORIES if name not in s["worker"]]
+    if never:
+        lines += ["", f"Never sampled (under 1/{args.rate} s in all): " + ", ".join(never) + "."]
     lines += ["", "Samples per process: " + ", ".join(f"{k} {v}" for k, v in sorted(s["processes"].items())) + ".",
               "The JVM (reading Parquet, shuffles, writing) is not a Python process and is not sampled here.", ""]
     return "\n".join(lines)
