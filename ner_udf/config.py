@@ -46,7 +46,7 @@ class ModelConfig(_Section):
     precision: Literal["fp32", "bf16", "fp16", "int8"] = "fp32"
     threads: int | None = Field(default=None, ge=1)
     tokenizer_threads: int | None = Field(default=None, ge=1)
-    release_memory_mb: int | None = Field(default=256, ge=0)
+    release_memory_mb: int | None = Field(default=64, ge=0)
     onednn_cache_capacity: int = Field(default=8, ge=0)
     cudnn_attention: bool = False
 

@@ -93,3 +93,17 @@ def test_memory_release_keeps_results_identical(tiny_model_dir):
         outs.append(load_model(ModelConfig(name=str(tiny_model_dir), device="cpu", release_memory_mb=slack)).forward(ids, mask))
     model_mod.clear_cache()
     assert np.array_equal(outs[0], outs[1])
+
+
+def test_cpu_shape_caches_are_capped(tiny_model_dir, monkeypatch):
+    """oneDNN's primitive cache and ideep's computation cache keep one entry per batch shape (1,024
+    by default): load_model caps both before the first forward pass reads them."""
+    import os
+
+    for var in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
+        monkeypatch.delenv(var, raising=False)
+    model_mod.clear_cache()
+    load_model(ModelConfig(name=str(tiny_model_dir), device="cpu", threads=1, onednn_cache_capacity=8))
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "8"
+    assert os.environ["LRU_CACHE_CAPACITY"] == "8"
+    model_mod.clear_cache()
