@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import benchlib as bl  # noqa: E402
 from benchmarks.benchlib import BENCH_DIR, ROOT, log  # noqa: E402
+from benchmarks.run import SPARK_CONF, job_command  # noqa: E402
 
 # (category, function name or None, file path part), by priority: a sample counts for the first
 # category one of whose frames it has anywhere in its stack (the worker loop and the Arrow
@@ -120,14 +121,12 @@ def main() -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     raw = out_dir / f"job-{args.precision}-{args.docs}.txt"
     job_out = out_dir / "out"
-    conf = {"spark.driver.host": "127.0.0.1", "spark.ui.enabled": "false",
-            "spark.ui.showConsoleProgress": "false", "spark.task.cpus": "2"}
+    conf = {**SPARK_CONF, "spark.task.cpus": "2"}
+    sets = {"model.precision": args.precision, "model.device": "cpu", "spark.master": "local[2]",
+            "spark.conf": json.dumps(conf), "input.passthrough_cols": "[]", "output.partition_by": "[]",
+            "output.mode": "overwrite"}
     cmd = [spy, "record", "--subprocesses", "--format", "raw", "--rate", str(args.rate), "-o", str(raw), "--",
-           sys.executable, str(ROOT / "jobs" / "tag_entities.py"), "--config", str(ROOT / "conf" / "local.yaml"),
-           "--input", str(corpus), "--output", str(job_out), "--model", str(model), "--aggregation", "simple",
-           "--set", f"model.precision={args.precision}", "--set", "model.device=cpu",
-           "--set", "spark.master=local[2]", "--set", f"spark.conf={json.dumps(conf)}",
-           "--set", "input.passthrough_cols=[]", "--set", "output.partition_by=[]", "--set", "output.mode=overwrite"]
+           *job_command(corpus, job_out, model, sets)]
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
            "SPARK_LOCAL_IP": "127.0.0.1", "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}

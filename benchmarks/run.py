@@ -229,13 +229,9 @@ class Bench:
             "output.mode": "overwrite", "tagging.dedupe": str(dedupe).lower(),
             "tagging.batch_tokens": str(self.args.budget), "output.partition_by": "[]",
         }
-        cmd = [sys.executable, str(ROOT / "jobs" / "tag_entities.py"), "--config", str(ROOT / "conf" / "local.yaml"),
-               "--input", str(corpus_path), "--output", str(out_path), "--model", str(self.model_dir),
-               "--aggregation", "simple"]
         sets.update(kv.split("=", 1) for kv in self.args.job_set)
         sets.update(extra or {})
-        for k, v in sets.items():
-            cmd += ["--set", f"{k}={v}"]
+        cmd = job_command(corpus_path, out_path, self.model_dir, sets)
         out = self.spark_process(name, cmd, "ner-tag: committed", self.args.timeout)
         out.pop("lines")
         manifest = json.loads((out_path / "manifest.json").read_text())
@@ -403,6 +399,16 @@ def roofline_child(model_dir: str, corpus_path: str, precision: str, budget: int
     return {"seconds": seconds, "tokens": int(n_tokens.sum()), "batches": len(batches),
             "padded_tokens": int(sum(ids.size for ids, _ in batches)), "tokens_fed": int(sum(lengths)),
             "load_s": round(load_s, 2), "torch_threads": torch.get_num_threads()}
+
+
+def job_command(corpus_path: Path, out_path: Path, model_dir: Path, sets: dict) -> list[str]:
+    """The job as every benchmark runs it: conf/local.yaml, aggregation simple, plus ``--set`` overrides."""
+    cmd = [sys.executable, str(ROOT / "jobs" / "tag_entities.py"), "--config", str(ROOT / "conf" / "local.yaml"),
+           "--input", str(corpus_path), "--output", str(out_path), "--model", str(model_dir),
+           "--aggregation", "simple"]
+    for k, v in sets.items():
+        cmd += ["--set", f"{k}={v}"]
+    return cmd
 
 
 def _rel(path: Path) -> str:
