@@ -285,6 +285,7 @@ def run(cfg: Config) -> dict:
             "model_loads_per_worker": loads.value.get("workers", {}),
             "tasks_per_worker": loads.value.get("tasks_per_worker", {}),
             "tagger": loads.value.get("tagger", {}),
+            "worker_peak_rss_mb": worker_peaks(loads.value),
             "throughput": {
                 "seconds": round(seconds, 3),
                 "documents_per_s": round(counts["documents"]["total"] / seconds, 2),
@@ -302,6 +303,16 @@ def run(cfg: Config) -> dict:
         raise
     finally:
         tagged.unpersist()
+
+
+def worker_peaks(acc: dict) -> dict:
+    """Peak resident memory (MB) per Python worker (``host/pid``): ``load`` while the model was
+    loaded, ``tagging`` after it (or ``peak``, both together, where the kernel mark cannot be reset)."""
+    out: dict[str, dict[str, int]] = {}
+    for key, name in (("peak_load_rss_mb", "load"), ("peak_tagging_rss_mb", "tagging"), ("peak_rss_mb", "peak")):
+        for worker, mb in acc.get(key, {}).items():
+            out.setdefault(worker, {})[name] = mb
+    return dict(sorted(out.items()))
 
 
 def summarize(tagged) -> dict:

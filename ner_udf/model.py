@@ -39,6 +39,33 @@ class LoadedModel:
     device: str
     precision: str
     forward: Callable[[np.ndarray, np.ndarray], np.ndarray] = field(repr=False)
+    # This process's peak resident set during the load (MB; mostly the weights file mapped while
+    # the weights are copied or cast), and whether the high-water mark was then reset, so that a
+    # later peak_rss_mb() covers tagging only.
+    load_peak_rss_mb: int | None = None
+    peak_reset: bool = False
+
+
+def peak_rss_mb(reset: bool = False) -> tuple[int | None, bool]:
+    """This process's peak resident set so far (the kernel's ``VmHWM``: exact, no sampling), in MB,
+    and, with ``reset``, whether the mark was then reset to the current resident set
+    (``/proc/self/clear_refs``). ``(None, False)`` where /proc offers neither (not Linux)."""
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            kb = next((int(ln.split()[1]) for ln in fh if ln.startswith(b"VmHWM:")), None)
+    except (OSError, ValueError, IndexError):
+        return None, False
+    if kb is None:
+        return None, False
+    done = False
+    if reset:
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+            done = True
+        except OSError:
+            pass
+    return round(kb / 1024), done
 
 
 class _Pending:
@@ -125,6 +152,7 @@ def load_model(cfg: ModelConfig, device: str | None = None) -> LoadedModel:
         if hit is not None:
             return hit
         loaded = _load(cfg, dev)
+        loaded.load_peak_rss_mb, loaded.peak_reset = peak_rss_mb(reset=True)
         _CACHE[key] = loaded
         LOAD_COUNT += 1
         return loaded

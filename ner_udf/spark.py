@@ -42,7 +42,8 @@ _TEXT = "__text_utf8"
 
 
 class CountsParam(AccumulatorParam):
-    """Accumulates ``{key: {subkey: int}}`` dicts (e.g. model loads per executor)."""
+    """Accumulates ``{key: {subkey: int}}`` dicts (e.g. model loads per executor): values add up,
+    except under keys starting with ``peak_``, which keep the maximum."""
 
     def zero(self, value):
         return {}
@@ -50,8 +51,9 @@ class CountsParam(AccumulatorParam):
     def addInPlace(self, a, b):
         for key, sub in b.items():
             into = a.setdefault(key, {})
+            peak = key.startswith("peak_")
             for k, v in sub.items():
-                into[k] = into.get(k, 0) + v
+                into[k] = max(into.get(k, v), v) if peak else into.get(k, 0) + v
         return a
 
 
@@ -114,13 +116,19 @@ def make_tag_fn(cfg_json: str, loads_acc):
                 device = f"cuda:{gpus.addresses[0]}"
         before = model_mod.LOAD_COUNT
         loaded = model_mod.load_model(cfg.model, device=device)
+        worker = f"{socket.gethostname()}/{os.getpid()}"
         if model_mod.LOAD_COUNT != before:
             loads_acc.add({"tagger": {"ms_model_load": int((time.perf_counter() - task_start) * 1000)}})
-            loads_acc.add({"executors": {_executor_key(): 1}, "workers": {f"{socket.gethostname()}/{os.getpid()}": 1}})
+            loads_acc.add({"executors": {_executor_key(): 1}, "workers": {worker: 1}})
+            if loaded.load_peak_rss_mb is not None:
+                loads_acc.add({"peak_load_rss_mb": {worker: loaded.load_peak_rss_mb}})
         tagger = Tagger.from_loaded(loaded, cfg.tagging)
         for pdf in batches:
             yield _tag_frame(pdf, tagger)
         loads_acc.add({"tasks_per_worker": {f"{_executor_key()}/{os.getpid()}": 1}})
+        peak, _ = model_mod.peak_rss_mb()  # since the load when it reset the high-water mark
+        if peak is not None:
+            loads_acc.add({"peak_tagging_rss_mb" if loaded.peak_reset else "peak_rss_mb": {worker: peak}})
         st = tagger.stats
         loads_acc.add({"tagger": {"windows": st.windows, "tokens_fed": st.tokens, "padded_tokens": st.padded_tokens,
                                   "batches": st.batches, "unique_texts": st.unique_texts,

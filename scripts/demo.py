@@ -43,6 +43,8 @@ def main() -> int:
     print(f"Tokens: {c['tokens']}, windows: {c['windows']}, {m['throughput']['tokens_per_s']} tokens/s "
           f"in {m['throughput']['seconds']} s")
     print("Model loads per executor:", m["model_loads"])
+    print("Peak memory per Python worker (MB):", ", ".join(
+        f"{w}: " + ", ".join(f"{k} {v:,}" for k, v in p.items()) for w, p in m.get("worker_peak_rss_mb", {}).items()))
     print("Entities by label:", ", ".join(f"{k}={v}" for k, v in c["entities"].items()))
     print("\nTop entities per label:")
     rows = duckdb.sql(f"""

@@ -90,6 +90,9 @@ def test_documents_and_manifest(job_run):
     assert manifest["counts"]["documents"] == {"total": len(ids), "ok": len(ids)}
     assert manifest["counts"]["entities"]["total"] == len(read(out, "entities"))
     assert sum(manifest["model_loads"].values()) == 2  # local[2]: two Python workers, one load each
+    peaks = manifest["worker_peak_rss_mb"]  # exact per-worker peaks: the load's, then tagging's
+    assert set(peaks) == set(manifest["model_loads_per_worker"]), peaks
+    assert all(p["load"] > 50 and p["tagging"] > 50 for p in peaks.values()), peaks
     assert manifest["config"]["tagging"]["stride"] == 12
     assert not list(out.glob("_tmp-*"))
 
@@ -207,3 +210,17 @@ def test_console_script_is_installed():
     exe = os.path.join(os.path.dirname(sys.executable), "ner-tag")
     r = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--aggregation" in r.stdout
+
+
+def test_accumulator_adds_counts_and_keeps_peaks():
+    from ner_udf.cli import worker_peaks
+    from ner_udf.spark import CountsParam
+
+    acc = CountsParam()
+    total = acc.zero(None)
+    for part in ({"workers": {"h/1": 1}, "peak_tagging_rss_mb": {"h/1": 900}, "peak_load_rss_mb": {"h/1": 1500}},
+                 {"workers": {"h/1": 1}, "peak_tagging_rss_mb": {"h/1": 700, "h/2": 950}}):
+        total = acc.addInPlace(total, part)
+    assert total["workers"] == {"h/1": 2}
+    assert total["peak_tagging_rss_mb"] == {"h/1": 900, "h/2": 950}
+    assert worker_peaks(total) == {"h/1": {"load": 1500, "tagging": 900}, "h/2": {"tagging": 950}}

@@ -107,3 +107,25 @@ def test_cpu_shape_caches_are_capped(tiny_model_dir, monkeypatch):
     assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "8"
     assert os.environ["LRU_CACHE_CAPACITY"] == "8"
     model_mod.clear_cache()
+
+
+def test_load_reports_its_peak_then_resets_the_mark(tiny_model_dir):
+    """load_model records the process's peak resident set during the load, then resets the kernel's
+    high-water mark, so that a later reading is the tagging peak alone (what the manifest reports)."""
+    import sys
+
+    import numpy as np
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("VmHWM is Linux's")
+    model_mod.clear_cache()
+    ballast = np.ones(200 * 2**20 // 8)  # 200 MB resident, then freed: part of the peak so far
+    del ballast
+    loaded = load_model(ModelConfig(name=str(tiny_model_dir), device="cpu", threads=1))
+    assert loaded.peak_reset and loaded.load_peak_rss_mb >= 200
+    after, _ = model_mod.peak_rss_mb()
+    assert after < loaded.load_peak_rss_mb - 150  # the ballast's pages no longer count
+    grow = np.ones(100 * 2**20 // 8)
+    assert model_mod.peak_rss_mb()[0] >= after + 90  # the mark follows new growth
+    del grow
+    model_mod.clear_cache()

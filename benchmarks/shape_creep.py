@@ -1,0 +1,65 @@
+"""Does the model path keep memory per new batch shape? Forward passes only, trimmed after each.
+
+Replays the batch shapes of a ``memory_trace.py`` trace (random token ids, full attention mask)
+through ``ner_udf.model.load_model``'s forward, calls ``malloc_trim(0)`` after every pass and
+prints the resident set every 10 passes. With ``--cycle N`` it repeats the first N shapes instead
+of walking through new ones, which separates per-shape growth from growth per pass.
+
+    .venv/bin/python benchmarks/shape_creep.py --trace benchmarks/memory_trace_30k.json \\
+        --precision bf16 --batches 160 [--cycle 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--trace", default=str(ROOT / "benchmarks" / "memory_trace_30k.json"))
+    p.add_argument("--model", default=str(ROOT / ".cache" / "bench" / "mbert-random"))
+    p.add_argument("--precision", default="bf16")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batches", type=int, default=160)
+    p.add_argument("--cycle", type=int, default=0, help="repeat the first N shapes instead of new ones")
+    a = p.parse_args(argv)
+
+    from ner_udf import model as model_mod
+    from ner_udf.config import ModelConfig
+
+    d = json.loads(Path(a.trace).read_text())
+    cols = d["trace_columns"]
+    shapes = [(row[cols.index("rows")], row[cols.index("len")]) for row in d["trace"]]
+    if a.cycle:
+        shapes = shapes[: a.cycle] * (a.batches // a.cycle + 1)
+    shapes = shapes[: a.batches]
+    loaded = model_mod.load_model(ModelConfig(name=a.model, precision=a.precision, threads=a.threads,
+                                              release_memory_mb=None))
+    trim = ctypes.CDLL("libc.so.6").malloc_trim
+    page = os.sysconf("SC_PAGE_SIZE")
+    rng = np.random.default_rng(0)
+    rss = []
+    for i, (rows, length) in enumerate(shapes):
+        ids = rng.integers(1000, 100000, size=(rows, length)).astype(np.int64)
+        loaded.forward(ids, np.ones_like(ids))
+        trim(0)
+        if i % 10 == 0:
+            with open("/proc/self/statm", "rb") as fh:
+                rss.append(int(fh.read().split()[1]) * page // 2**20)
+    print(json.dumps({"precision": a.precision, "batches": len(shapes), "distinct_shapes": len(set(shapes)),
+                      "post_trim_rss_mb_every_10": rss}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
