@@ -6,7 +6,7 @@ prints the resident set every 10 passes. With ``--cycle N`` it repeats the first
 of walking through new ones, which separates per-shape growth from growth per pass.
 
     .venv/bin/python benchmarks/shape_creep.py --trace benchmarks/memory_trace_30k.json \\
-        --precision bf16 --batches 160 [--cycle 20]
+        --precision bf16 --batches 160 [--cycle 20] [--round-len 8]
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batches", type=int, default=160)
     p.add_argument("--cycle", type=int, default=0, help="repeat the first N shapes instead of new ones")
+    p.add_argument("--round-len", type=int, default=1, help="pad each batch's length up to a multiple of this")
     a = p.parse_args(argv)
 
     from ner_udf import model as model_mod
@@ -39,7 +40,8 @@ def main(argv=None) -> int:
 
     d = json.loads(Path(a.trace).read_text())
     cols = d["trace_columns"]
-    shapes = [(row[cols.index("rows")], row[cols.index("len")]) for row in d["trace"]]
+    m = a.round_len
+    shapes = [(row[cols.index("rows")], -(-row[cols.index("len")] // m) * m) for row in d["trace"]]
     if a.cycle:
         shapes = shapes[: a.cycle] * (a.batches // a.cycle + 1)
     shapes = shapes[: a.batches]
@@ -56,7 +58,7 @@ def main(argv=None) -> int:
         if i % 10 == 0:
             with open("/proc/self/statm", "rb") as fh:
                 rss.append(int(fh.read().split()[1]) * page // 2**20)
-    print(json.dumps({"precision": a.precision, "batches": len(shapes), "distinct_shapes": len(set(shapes)),
+    print(json.dumps({"precision": a.precision, "round_len": m, "batches": len(shapes), "distinct_shapes": len(set(shapes)),
                       "post_trim_rss_mb_every_10": rss}))
     return 0
 
