@@ -57,21 +57,17 @@ def main(argv=None) -> int:
     import pyarrow.parquet as pq
 
     from ner_udf import model as model_mod
-    from ner_udf.config import ModelConfig, TaggingConfig
+    from ner_udf.config import load_config
     from ner_udf.tagger import Tagger
 
     texts = pq.read_table(a.corpus, columns=["text"]).column("text").to_pylist()
     if a.docs:
         texts = texts[: a.docs]
-    mc, tc = {"name": a.model, "precision": a.precision, "threads": a.threads}, {"aggregation": "simple"}
-    for kv in a.set:
-        key, _, value = kv.partition("=")
-        section, _, name = key.partition(".")
-        value = None if value == "null" else int(value) if value.lstrip("-").isdigit() else value
-        {"model": mc, "tagging": tc}[section][name] = value
+    cfg = load_config(overrides={"model.name": a.model, "model.precision": a.precision, "model.threads": a.threads,
+                                 "tagging.aggregation": "simple"}, sets=a.set)  # --set as ner-tag parses it
     t0 = time.perf_counter()
-    start = {"rss_kb": rss_kb(), "hwm_kb": status_kb("VmHWM")}
-    loaded = model_mod.load_model(ModelConfig(**mc))
+    start_rss_kb = rss_kb()
+    loaded = model_mod.load_model(cfg.model)
     # load_model reads the load's peak (VmHWM) and resets the mark, as in the job; where it could
     # not, reset here so that VmHWM is the tagging peak from now on
     after_load = {"rss_kb": rss_kb(), "hwm_kb": (loaded.load_peak_rss_mb or 0) * 1024,
@@ -87,7 +83,7 @@ def main(argv=None) -> int:
                       "rss_before_kb": before, "rss_after_kb": rss_kb(), "hwm_kb": status_kb("VmHWM")})
         return out
 
-    tagger = Tagger(loaded.tokenizer, forward, loaded.id2label, TaggingConfig(**tc), loaded.max_positions)
+    tagger = Tagger(loaded.tokenizer, forward, loaded.id2label, cfg.tagging, loaded.max_positions)
     per_batch = []
     for i in range(0, len(texts), a.rows):
         tagger.tag(texts[i: i + a.rows])
@@ -102,7 +98,7 @@ def main(argv=None) -> int:
 
     summary = {"docs": n, "rows": a.rows, "precision": a.precision, "overrides": a.set, "seconds": round(seconds, 1),
                "tokens": tagger.stats.tokens, "batches": tagger.stats.batches,
-               "start_rss_mb": round(start["rss_kb"] / 1024, 1), "after_load_rss_mb": round(after_load["rss_kb"] / 1024, 1),
+               "start_rss_mb": round(start_rss_kb / 1024, 1), "after_load_rss_mb": round(after_load["rss_kb"] / 1024, 1),
                "load_peak_mb": round(after_load["hwm_kb"] / 1024, 1), "hwm_reset_after_load": reset,
                "hwm_mb_at": {f"{int(f * 100)}%": hwm_at(f) for f in (0.1, 0.25, 0.5, 0.75, 1.0001)},
                "final_hwm_mb": round(status_kb("VmHWM") / 1024, 1),

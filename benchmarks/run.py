@@ -490,11 +490,11 @@ def compute_derived(r: dict) -> None:
         "seconds_10x/1x": (round(sec["job_10x"] / sec["job_1x"], 3)
                            if sec.get("job_10x") and sec.get("job_1x") else None),
     }
-    if _mem_ratio(mem, "peak_worker_pss_mb"):
-        mem["pss_10x/1x"] = _mem_ratio(mem, "peak_worker_pss_mb")
-    for key in ("peak_tagging_rss_mb", "peak_load_rss_mb"):
-        if _mem_ratio(mem, key):
-            mem[f"{key}_10x/1x"] = _mem_ratio(mem, key)
+    for key, name in (("peak_worker_pss_mb", "pss_10x/1x"), ("peak_tagging_rss_mb", "peak_tagging_rss_mb_10x/1x"),
+                      ("peak_load_rss_mb", "peak_load_rss_mb_10x/1x")):
+        ratio = _mem_ratio(mem, key)
+        if ratio:
+            mem[name] = ratio
     targets = {}
     for name, (target, op) in TARGETS.items():
         value = values[name]
