@@ -83,7 +83,8 @@ def main(argv=None) -> int:
                       "rss_before_kb": before, "rss_after_kb": rss_kb(), "hwm_kb": status_kb("VmHWM")})
         return out
 
-    tagger = Tagger(loaded.tokenizer, forward, loaded.id2label, cfg.tagging, loaded.max_positions)
+    tagger = Tagger(loaded.tokenizer, forward, loaded.id2label, cfg.tagging, loaded.max_positions,
+                    loaded.length_multiple)
     per_batch = []
     for i in range(0, len(texts), a.rows):
         tagger.tag(texts[i: i + a.rows])

@@ -3,10 +3,14 @@
 Replays the batch shapes of a ``memory_trace.py`` trace (random token ids, full attention mask)
 through ``ner_udf.model.load_model``'s forward, calls ``malloc_trim(0)`` after every pass and
 prints the resident set every 10 passes. With ``--cycle N`` it repeats the first N shapes instead
-of walking through new ones, which separates per-shape growth from growth per pass.
+of walking through new ones, which separates per-shape growth from growth per pass. With
+``--random-lengths`` it runs 2-row batches of random lengths (16-512) instead of the trace's shapes:
+the row count does not matter, the length does (PyTorch's CPU flash attention keeps JIT kernels per
+length at bf16, never freed; ``model.length_multiple`` pads lengths to a multiple of 16 there).
 
     .venv/bin/python benchmarks/shape_creep.py --trace benchmarks/memory_trace_30k.json \\
         --precision bf16 --batches 160 [--cycle 20] [--round-len 8]
+    .venv/bin/python benchmarks/shape_creep.py --random-lengths --batches 300 --round-len 16
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ def main(argv=None) -> int:
     p.add_argument("--batches", type=int, default=160)
     p.add_argument("--cycle", type=int, default=0, help="repeat the first N shapes instead of new ones")
     p.add_argument("--round-len", type=int, default=1, help="pad each batch's length up to a multiple of this")
+    p.add_argument("--random-lengths", action="store_true", help="2-row batches of random lengths 16-512 (seed 1)")
     a = p.parse_args(argv)
 
     from ner_udf import model as model_mod
@@ -42,11 +47,14 @@ def main(argv=None) -> int:
     cols = d["trace_columns"]
     m = a.round_len
     shapes = [(row[cols.index("rows")], -(-row[cols.index("len")] // m) * m) for row in d["trace"]]
+    if a.random_lengths:
+        shapes = [(2, min(512, -(-int(n) // m) * m)) for n in np.random.default_rng(1).integers(16, 513, a.batches)]
     if a.cycle:
         shapes = shapes[: a.cycle] * (a.batches // a.cycle + 1)
     shapes = shapes[: a.batches]
+    # length_multiple=1: the padding is this script's --round-len, not the model's default
     loaded = model_mod.load_model(ModelConfig(name=a.model, precision=a.precision, threads=a.threads,
-                                              release_memory_mb=None))
+                                              release_memory_mb=None, length_multiple=1))
     trim = ctypes.CDLL("libc.so.6").malloc_trim
     page = os.sysconf("SC_PAGE_SIZE")
     rng = np.random.default_rng(0)
@@ -55,7 +63,7 @@ def main(argv=None) -> int:
         ids = rng.integers(1000, 100000, size=(rows, length)).astype(np.int64)
         loaded.forward(ids, np.ones_like(ids))
         trim(0)
-        if i % 10 == 0:
+        if i % 10 == 0 or i == len(shapes) - 1:
             with open("/proc/self/statm", "rb") as fh:
                 rss.append(int(fh.read().split()[1]) * page // 2**20)
     print(json.dumps({"precision": a.precision, "round_len": m, "batches": len(shapes), "distinct_shapes": len(set(shapes)),

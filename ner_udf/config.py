@@ -48,6 +48,7 @@ class ModelConfig(_Section):
     tokenizer_threads: int | None = Field(default=None, ge=1)
     release_memory_mb: int | None = Field(default=64, ge=0)
     onednn_cache_capacity: int = Field(default=8, ge=0)
+    length_multiple: int | None = Field(default=None, ge=1)
     cudnn_attention: bool = False
 
 
@@ -57,7 +58,7 @@ class TaggingConfig(_Section):
     stride: int | None = Field(default=None, ge=0)
     batch_tokens: int = Field(default=8192, ge=64)
     max_padding: float = Field(default=0.1, ge=0.0, le=1.0)
-    chunk_chars: int = Field(default=1_000_000, ge=1_000)
+    chunk_chars: int = Field(default=200_000, ge=1_000)
     max_windows_per_doc: int = Field(default=0, ge=0)
     min_score: float = Field(default=0.0, ge=0.0, le=1.0)
     labels: tuple[str, ...] = ()

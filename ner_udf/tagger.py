@@ -65,8 +65,12 @@ class Tagger:
         id2label: dict[int, str] | Sequence[str],
         config: TaggingConfig,
         max_positions: int = 512,
+        length_multiple: int = 1,
     ):
         self.config = config
+        # every batch is padded up to a multiple of this (see ModelConfig.length_multiple)
+        self.length_multiple = max(1, int(length_multiple))
+        self.max_positions = max_positions
         self.forward = forward
         self.labels = LabelSet.from_id2label(id2label)
         self.strategy = Strategy(config.aggregation)
@@ -89,7 +93,8 @@ class Tagger:
     def from_loaded(cls, loaded, config: TaggingConfig) -> "Tagger":
         # GPU batches are launched ahead (see _Pending in ner_udf.model) rather than run in a model
         # thread: on an H200 a thread made bf16 3x slower (kernel launches waited for the GIL).
-        return cls(loaded.tokenizer, loaded.forward, loaded.id2label, config, loaded.max_positions)
+        return cls(loaded.tokenizer, loaded.forward, loaded.id2label, config, loaded.max_positions,
+                   getattr(loaded, "length_multiple", 1))
 
     # -- public -------------------------------------------------------------------------------
     def tag(self, texts: Sequence[str | None]) -> list[DocResult]:
@@ -182,7 +187,8 @@ class Tagger:
             )
         failures: dict[int, str] = {}
         pending = []
-        for idx in plan_batches([len(w) for w in flat], self.config.batch_tokens, self.config.max_padding):
+        for idx in plan_batches([len(w) for w in flat], self.config.batch_tokens, self.config.max_padding,
+                                self.length_multiple, self.max_positions):
             pending.extend(self._submit([flat[j] for j in idx], failures))
         return _Chunk(per_doc, results, pending, failures)
 
@@ -225,7 +231,7 @@ class Tagger:
 
     def _submit(self, batch: list[Window], failures: dict) -> list[tuple[list[Window], object]]:
         """Run (or launch) one batch; on failure split it in halves, then blame single windows."""
-        ids, mask = pad([w.input_ids for w in batch], self.pad_id)
+        ids, mask = pad([w.input_ids for w in batch], self.pad_id, self.length_multiple, self.max_positions)
         t0 = time.perf_counter()
         try:
             handle = self.forward(ids, mask)

@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ner_udf.batching import pad, plan_batches
+from ner_udf.batching import pad, plan_batches, round_up
 
 
 @settings(max_examples=200, deadline=None)
@@ -30,3 +30,23 @@ def test_padding_is_bounded():
 def test_pad():
     ids, mask = pad([np.array([1, 2, 3]), np.array([4])], pad_id=0)
     assert ids.tolist() == [[1, 2, 3], [4, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 512), min_size=1, max_size=300), st.integers(64, 20000), st.sampled_from([1, 8, 16]))
+def test_rounded_batches_keep_the_budget(lengths, budget, multiple):
+    batches = list(plan_batches(lengths, budget, 0.1, multiple, 512))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
+    for b in batches:
+        padded = round_up(max(lengths[i] for i in b), multiple, 512)
+        assert padded % multiple == 0 or padded == max(lengths[i] for i in b)  # only the cap breaks it
+        assert len(b) == 1 or len(b) * padded <= budget
+
+
+def test_round_up_and_pad_to_a_multiple():
+    assert [round_up(n, 16) for n in (1, 16, 17, 500)] == [16, 16, 32, 512]
+    assert round_up(500, 16, cap=510) == 510 and round_up(511, 16, cap=510) == 511  # the cap, never below
+    assert round_up(17, 1) == 17
+    ids, mask = pad([np.array([1, 2, 3]), np.array([4])], pad_id=0, multiple=4)
+    assert ids.tolist() == [[1, 2, 3, 0], [4, 0, 0, 0]] and mask.tolist() == [[1, 1, 1, 0], [1, 0, 0, 0]]
+    assert pad([np.arange(1, 8)], pad_id=0, multiple=4, cap=6)[0].shape == (1, 7)

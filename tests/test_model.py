@@ -20,6 +20,18 @@ def test_second_request_in_a_process_is_free(tiny_model_dir):
     assert other is not first and model_mod.LOAD_COUNT == loads + 1
 
 
+def test_bf16_on_cpu_pads_lengths_to_a_multiple_of_16(tiny_model_dir):
+    """PyTorch's CPU flash attention keeps kernels per distinct length at bf16 (never freed), so bf16
+    on CPU pads batch lengths to a multiple of 16 unless model.length_multiple says otherwise."""
+    cfg = ModelConfig(name=str(tiny_model_dir), device="cpu", threads=1)
+    assert load_model(cfg).length_multiple == 1
+    assert load_model(cfg.model_copy(update={"precision": "bf16"})).length_multiple == 16
+    assert load_model(cfg.model_copy(update={"precision": "int8"})).length_multiple == 1
+    explicit = load_model(cfg.model_copy(update={"precision": "bf16", "length_multiple": 1}))
+    assert explicit.length_multiple == 1  # its own cache entry, not the auto one
+    assert load_model(cfg.model_copy(update={"length_multiple": 8})).length_multiple == 8
+
+
 def test_pickle_checkpoints_need_explicit_permission(tiny_model_dir, tmp_path):
     import torch
     from transformers import AutoModelForTokenClassification
@@ -58,7 +70,7 @@ def test_gpu_placement_and_precision(tiny_model_dir):
 
     for precision, device, task_gpu in (("fp32", "cuda", None), ("bf16", "cuda", "cuda:0"), ("fp16", "auto", None)):
         loaded = load_model(ModelConfig(name=str(tiny_model_dir), device=device, precision=precision), device=task_gpu)
-        assert loaded.device.startswith("cuda")
+        assert loaded.device.startswith("cuda") and loaded.length_multiple == 1
         probs = loaded.forward(np.array([[2, 10, 3]]), np.ones((1, 3), dtype=np.int64))
         probs = probs.result() if hasattr(probs, "result") else probs
         assert probs.shape == (1, 3, 7) and abs(float(probs.sum()) - 3.0) < 1e-3

@@ -42,6 +42,28 @@ def test_batch_composition_never_changes_results(loaded):
         assert (a.n_tokens, a.n_windows) == (b.n_tokens, b.n_windows)
 
 
+def test_padding_lengths_to_a_multiple_changes_no_result(loaded):
+    """What bf16 on CPU does by default (model.length_multiple): pad every batch to a multiple of
+    16 tokens. Padding is masked, so entities and scores stay those of unpadded batches."""
+    texts = corpus(200, seed=5) + long_corpus(20, seed=6)
+    cfg = TaggingConfig(aggregation="first", max_length=64, stride=16, batch_tokens=1024)
+    lengths = []
+
+    def forward(ids, mask):
+        lengths.append(ids.shape[1])
+        return loaded.forward(ids, mask)
+
+    plain = Tagger.from_loaded(loaded, cfg).tag(texts)
+    tagger = Tagger(loaded.tokenizer, forward, loaded.id2label, cfg, loaded.max_positions, length_multiple=16)
+    padded = tagger.tag(texts)
+    assert lengths and all(n % 16 == 0 for n in lengths) and set(lengths) <= {16, 32, 48, 64}
+    for t, a, b in zip(texts, plain, padded):
+        assert [(e.label, e.start, e.end) for e in a.entities] == [(e.label, e.start, e.end) for e in b.entities], t
+        np.testing.assert_allclose([e.score for e in a.entities], [e.score for e in b.entities], atol=1e-5)
+        assert (a.n_tokens, a.n_windows) == (b.n_tokens, b.n_windows)
+    assert tagger.stats.padded_tokens >= Tagger.from_loaded(loaded, cfg).stats.padded_tokens
+
+
 def test_n_tokens_counts_each_token_once(loaded):
     tok = loaded.tokenizer
     texts = long_corpus(20, seed=7)
