@@ -304,7 +304,10 @@ class Bench:
                                                "distinct_docs": len(set(docs)),
                                                "tokens_per_s": round(tokens / wall, 1), **out}
         self.results["memory"].update(**_memory_fields(out, "10x"), tokens_10x=tokens, tokens_1x=tokens_1x, docs_1x=n1, docs_10x=n,
-                                      arrow_batch_rows=a.memory_batch_rows or "config")
+                                      arrow_batch_rows=a.memory_batch_rows or "config",
+                                      # a --only memory_10x run rewrites the file's commit: keep its own
+                                      commit=bl.git_commit(),
+                                      date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
         self.results["seconds"].update(job_10x=round(wall, 3), job_10x_manifest=out["manifest_seconds"])
         log(f"job_10x: {wall:.1f} s, {tokens / wall:,.0f} tokens/s, worker peak {out['peak_worker_hwm_mb']} MB "
             f"(load {out['peak_load_rss_mb']}, tagging {out['peak_tagging_rss_mb']}), "
@@ -601,7 +604,8 @@ def render_markdown(r: dict, results_name: str) -> str:
     mem, sec = r.get("memory", {}), r.get("seconds", {})
     if mem:
         lines += ["", "## Memory and linearity", "",
-                  f"Job at {mem.get('precision')} on {mem.get('docs_1x', c['docs'])} documents (1x) and on "
+                  (f"Measured at commit `{mem['commit']}` on {mem.get('date')}. " if mem.get("commit") else "")
+                  + f"Job at {mem.get('precision')} on {mem.get('docs_1x', c['docs'])} documents (1x) and on "
                   f"{mem.get('docs_10x', 10 * c['docs'])} distinct documents (10x: `udhr_documents(10*N)`, whose "
                   "first N are the 1x corpus; no duplicates). Exact peaks of the Python worker that holds the "
                   "model, from the run manifest (`worker_peak_rss_mb`: the kernel's high-water mark `VmHWM`, "

@@ -8,7 +8,7 @@ of walking through new ones, which separates per-shape growth from growth per pa
 the row count does not matter, the length does (PyTorch's CPU flash attention keeps JIT kernels per
 length at bf16, never freed; ``model.length_multiple`` pads lengths to a multiple of 16 there).
 
-    .venv/bin/python benchmarks/shape_creep.py --trace benchmarks/memory_trace_30k.json \\
+    .venv/bin/python benchmarks/shape_creep.py --trace benchmarks/memory_trace_30k_before.json \\
         --precision bf16 --batches 160 [--cycle 20] [--round-len 8]
     .venv/bin/python benchmarks/shape_creep.py --random-lengths --batches 300 --round-len 16
 """
@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--trace", default=str(ROOT / "benchmarks" / "memory_trace_30k.json"))
+    p.add_argument("--trace", default=str(ROOT / "benchmarks" / "memory_trace_30k_before.json"))
     p.add_argument("--model", default=str(ROOT / ".cache" / "bench" / "mbert-random"))
     p.add_argument("--precision", default="bf16")
     p.add_argument("--threads", type=int, default=2)

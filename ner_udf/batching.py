@@ -43,7 +43,7 @@ def plan_batches(lengths: Sequence[int], token_budget: int, max_padding: float =
 def pad(rows: Sequence[np.ndarray], pad_id: int, multiple: int = 1,
         cap: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(ids int64[b, L], attention_mask int64[b, L]) right-padded to the longest row, rounded up to
-    a multiple of ``multiple`` (but not beyond ``cap``, the model's positions)."""
+    a multiple of ``multiple`` (but not beyond ``cap``, the longest window the model takes)."""
     longest = round_up(max(len(r) for r in rows), multiple, cap)
     ids = np.full((len(rows), longest), pad_id, dtype=np.int64)
     mask = np.zeros((len(rows), longest), dtype=np.int64)

@@ -255,10 +255,11 @@ def _load(cfg: ModelConfig, device: str) -> LoadedModel:
     if length_multiple is None:
         # PyTorch's CPU flash attention (bf16 with AMX/avx512) JIT-compiles kernels for every new
         # sequence length and keeps them for the life of the process, per thread (cpublas's
-        # brgemm kernel cache has no eviction): ~0.3 MB per distinct length, up to ~150 MB over
-        # the 512 lengths, so a worker grew with the corpus. Padded to a multiple of 16 there are
-        # at most 32 lengths: 300 forward passes over random lengths went 743 -> 812 MB unpadded,
-        # 742 -> 753 MB padded (flat after the first 50). fp32 and int8 keep nothing per length.
+        # brgemm kernel cache has no eviction): ~0.3 MB per distinct length, so ~150 MB over the
+        # 512 lengths, and a worker grew with the corpus. Padded to a multiple of 16 there are at
+        # most 32 lengths: `benchmarks/shape_creep.py --random-lengths --batches 300` went
+        # 744 -> 810 MB unpadded, 742 -> 753 MB padded (flat after 110 passes), same speed.
+        # fp32 (MKL) and int8 keep nothing per length, so they are not padded.
         length_multiple = 16 if cfg.precision == "bf16" and not device.startswith("cuda") else 1
     revision = getattr(config, "_commit_hash", None) or cfg.revision
     return LoadedModel(

@@ -68,9 +68,9 @@ class Tagger:
         length_multiple: int = 1,
     ):
         self.config = config
-        # every batch is padded up to a multiple of this (see ModelConfig.length_multiple)
+        # every batch is padded up to a multiple of this, never beyond max_length (see
+        # ModelConfig.length_multiple)
         self.length_multiple = max(1, int(length_multiple))
-        self.max_positions = max_positions
         self.forward = forward
         self.labels = LabelSet.from_id2label(id2label)
         self.strategy = Strategy(config.aggregation)
@@ -188,7 +188,7 @@ class Tagger:
         failures: dict[int, str] = {}
         pending = []
         for idx in plan_batches([len(w) for w in flat], self.config.batch_tokens, self.config.max_padding,
-                                self.length_multiple, self.max_positions):
+                                self.length_multiple, self.max_length):
             pending.extend(self._submit([flat[j] for j in idx], failures))
         return _Chunk(per_doc, results, pending, failures)
 
@@ -231,7 +231,7 @@ class Tagger:
 
     def _submit(self, batch: list[Window], failures: dict) -> list[tuple[list[Window], object]]:
         """Run (or launch) one batch; on failure split it in halves, then blame single windows."""
-        ids, mask = pad([w.input_ids for w in batch], self.pad_id, self.length_multiple, self.max_positions)
+        ids, mask = pad([w.input_ids for w in batch], self.pad_id, self.length_multiple, self.max_length)
         t0 = time.perf_counter()
         try:
             handle = self.forward(ids, mask)

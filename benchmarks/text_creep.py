@@ -1,0 +1,63 @@
+"""Does a worker's memory grow with new texts or with work done? Tags the first ``--docs`` documents
+of a corpus ``--passes`` times, in ``--rows``-row slices as a Spark worker would, and prints after
+every two slices (``gc.collect`` and ``malloc_trim`` first): pass, documents done, resident set (MB),
+``sys.getallocatedblocks()`` and ``len(gc.get_objects())``.
+
+    .venv/bin/python benchmarks/text_creep.py --docs 20480              # new texts all the way
+    .venv/bin/python benchmarks/text_creep.py --docs 8192 --passes 3    # the same texts again
+
+Defaults: the 2-layer random model (the model's depth does not matter for this), bf16, the
+30,000-document bench corpus (``benchlib.write_corpus(benchlib.corpus_docs(30000, 0), ...)``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--corpus", default=str(ROOT / ".cache" / "bench" / "corpus-30000-s0"))
+    p.add_argument("--model", default=str(ROOT / ".cache" / "bench" / "mbert-random-L2"))
+    p.add_argument("--precision", default="bf16")
+    p.add_argument("--docs", type=int, default=20480)
+    p.add_argument("--passes", type=int, default=1)
+    p.add_argument("--rows", type=int, default=2048)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args(argv)
+
+    import pyarrow.parquet as pq
+
+    from ner_udf import model as model_mod
+    from ner_udf.config import ModelConfig, TaggingConfig
+    from ner_udf.tagger import Tagger
+
+    texts = pq.read_table(a.corpus, columns=["text"]).column("text").to_pylist()[: a.docs]
+    loaded = model_mod.load_model(ModelConfig(name=a.model, precision=a.precision, threads=a.threads))
+    trim = ctypes.CDLL("libc.so.6").malloc_trim
+    page = os.sysconf("SC_PAGE_SIZE")
+    t0 = time.time()
+    for n_pass in range(a.passes):
+        for i in range(0, len(texts), a.rows):
+            Tagger.from_loaded(loaded, TaggingConfig(aggregation="simple")).tag(texts[i: i + a.rows])
+            if (i // a.rows) % 2 == 1:
+                gc.collect()
+                trim(0)
+                with open("/proc/self/statm", "rb") as fh:
+                    rss = int(fh.read().split()[1]) * page // 2**20
+                print(n_pass, i + a.rows, rss, sys.getallocatedblocks(), len(gc.get_objects()),
+                      f"{time.time() - t0:.0f}s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
