@@ -5,6 +5,7 @@ every two slices (``gc.collect`` and ``malloc_trim`` first): pass, documents don
 
     .venv/bin/python benchmarks/text_creep.py --docs 20480              # new texts all the way
     .venv/bin/python benchmarks/text_creep.py --docs 8192 --passes 3    # the same texts again
+    .venv/bin/python benchmarks/text_creep.py --docs 28672 --tokenize-only  # the tokenizer alone
 
 Defaults: the 2-layer random model (the model's depth does not matter for this), bf16, the
 30,000-document bench corpus (``benchlib.write_corpus(benchlib.corpus_docs(30000, 0), ...)``).
@@ -33,6 +34,7 @@ def main(argv=None) -> int:
     p.add_argument("--passes", type=int, default=1)
     p.add_argument("--rows", type=int, default=2048)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--tokenize-only", action="store_true", help="only the model's tokenizer, with offsets")
     a = p.parse_args(argv)
 
     import pyarrow.parquet as pq
@@ -48,7 +50,10 @@ def main(argv=None) -> int:
     t0 = time.time()
     for n_pass in range(a.passes):
         for i in range(0, len(texts), a.rows):
-            Tagger.from_loaded(loaded, TaggingConfig(aggregation="simple")).tag(texts[i: i + a.rows])
+            if a.tokenize_only:
+                loaded.tokenizer(texts[i: i + a.rows], add_special_tokens=False, return_offsets_mapping=True)
+            else:
+                Tagger.from_loaded(loaded, TaggingConfig(aggregation="simple")).tag(texts[i: i + a.rows])
             if (i // a.rows) % 2 == 1:
                 gc.collect()
                 trim(0)
