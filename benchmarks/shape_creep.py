@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -26,6 +25,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from memory_trace import rss_kb  # noqa: E402  (benchmarks/ is on the path when run as a script)
 
 
 def main(argv=None) -> int:
@@ -56,7 +57,6 @@ def main(argv=None) -> int:
     loaded = model_mod.load_model(ModelConfig(name=a.model, precision=a.precision, threads=a.threads,
                                               release_memory_mb=None, length_multiple=1))
     trim = ctypes.CDLL("libc.so.6").malloc_trim
-    page = os.sysconf("SC_PAGE_SIZE")
     rng = np.random.default_rng(0)
     rss = []
     for i, (rows, length) in enumerate(shapes):
@@ -64,8 +64,7 @@ def main(argv=None) -> int:
         loaded.forward(ids, np.ones_like(ids))
         trim(0)
         if i % 10 == 0 or i == len(shapes) - 1:
-            with open("/proc/self/statm", "rb") as fh:
-                rss.append(int(fh.read().split()[1]) * page // 2**20)
+            rss.append(rss_kb() // 1024)
     print(json.dumps({"precision": a.precision, "round_len": m, "batches": len(shapes), "distinct_shapes": len(set(shapes)),
                       "post_trim_rss_mb_every_10": rss}))
     return 0

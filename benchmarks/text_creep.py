@@ -16,13 +16,14 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import os
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from memory_trace import rss_kb  # noqa: E402  (benchmarks/ is on the path when run as a script)
 
 
 def main(argv=None) -> int:
@@ -46,7 +47,6 @@ def main(argv=None) -> int:
     texts = pq.read_table(a.corpus, columns=["text"]).column("text").to_pylist()[: a.docs]
     loaded = model_mod.load_model(ModelConfig(name=a.model, precision=a.precision, threads=a.threads))
     trim = ctypes.CDLL("libc.so.6").malloc_trim
-    page = os.sysconf("SC_PAGE_SIZE")
     t0 = time.time()
     for n_pass in range(a.passes):
         for i in range(0, len(texts), a.rows):
@@ -57,8 +57,7 @@ def main(argv=None) -> int:
             if (i // a.rows) % 2 == 1:
                 gc.collect()
                 trim(0)
-                with open("/proc/self/statm", "rb") as fh:
-                    rss = int(fh.read().split()[1]) * page // 2**20
+                rss = rss_kb() // 1024
                 print(n_pass, i + a.rows, rss, sys.getallocatedblocks(), len(gc.get_objects()),
                       f"{time.time() - t0:.0f}s", flush=True)
     return 0

@@ -53,7 +53,8 @@ def test_padding_lengths_to_a_multiple_changes_no_result(loaded):
         lengths.append(ids.shape[1])
         return loaded.forward(ids, mask)
 
-    plain = Tagger.from_loaded(loaded, cfg).tag(texts)
+    plain_tagger = Tagger.from_loaded(loaded, cfg)
+    plain = plain_tagger.tag(texts)
     tagger = Tagger(loaded.tokenizer, forward, loaded.id2label, cfg, loaded.max_positions, length_multiple=16)
     padded = tagger.tag(texts)
     assert lengths and all(n % 16 == 0 for n in lengths) and set(lengths) <= {16, 32, 48, 64}
@@ -61,7 +62,7 @@ def test_padding_lengths_to_a_multiple_changes_no_result(loaded):
         assert [(e.label, e.start, e.end) for e in a.entities] == [(e.label, e.start, e.end) for e in b.entities], t
         np.testing.assert_allclose([e.score for e in a.entities], [e.score for e in b.entities], atol=1e-5)
         assert (a.n_tokens, a.n_windows) == (b.n_tokens, b.n_windows)
-    assert tagger.stats.padded_tokens >= Tagger.from_loaded(loaded, cfg).stats.padded_tokens
+    assert tagger.stats.padded_tokens > plain_tagger.stats.padded_tokens  # the padding was really added
 
 
 def test_n_tokens_counts_each_token_once(loaded):
