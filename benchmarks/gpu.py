@@ -14,9 +14,11 @@ the later stages so the figures gathered so far always come back:
 2. roofline_<p> (fp32, bf16, fp16): ``load_model(...).forward`` only, pre-tokenized windows,
    length-sorted token-budget batches (8192 and 65536 tokens), warm-up, synchronize around timing;
 3. job_<p>: the whole Tagger path as the Spark glue runs it per worker: pyarrow read of the corpus,
-   ``Tagger.tag`` on 2048-row chunks, entity rows built like ``ner_udf.spark._tag_frame``, Parquet
-   written with pyarrow; batch_tokens 65536; time split into launching forward / waiting for the
-   GPU's results / tokenization / the rest (aggregation, rows, Parquet);
+   ``Tagger.tag`` on 8192-row pandas batches, entity rows built like ``ner_udf.spark._tag_frame``, Parquet
+   written with pyarrow; tagging as conf/cluster-gpu.yaml (batch_tokens 65536, max_padding 0.25,
+   chunk_chars 4,000,000); time split into launching forward / waiting for the GPU's results /
+   tokenization / the rest (aggregation, rows, Parquet); ``--length-multiples`` adds variants with
+   other ``model.length_multiple`` values (job_<p>_lm<k>), ``--job-repeats`` runs them all again;
 4. pipeline_per_doc: the transformers pipeline, one document per call (fp32), over a subset;
 5. agreement of bf16/fp16 with fp32 on the real model (.cache/models/rampart) over the sample corpus.
 
@@ -49,6 +51,7 @@ RAMPART = ROOT / ".cache" / "models" / "rampart"
 SAMPLE = ROOT / "data" / "sample" / "corpus.parquet"
 ARROW_BATCH_ROWS = 8192  # as conf/cluster-gpu.yaml: spark.arrow_batch_rows
 GPU_MAX_PADDING = 0.25  # as conf/cluster-gpu.yaml: tagging.max_padding
+GPU_CHUNK_CHARS = 4_000_000  # as conf/cluster-gpu.yaml: tagging.chunk_chars (the default, 200,000, is for CPUs)
 WARMUP_DOCS = 1000  # job stage: documents tagged untimed before the clock starts
 
 
@@ -192,12 +195,12 @@ def reset_peak(device: str) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def load(model_dir: Path, precision: str, device: str):
+def load(model_dir: Path, precision: str, device: str, length_multiple: int | None = None):
     from ner_udf import model as model_mod
     from ner_udf.config import ModelConfig
 
     cfg = ModelConfig(name=str(model_dir), device="cpu" if device == "cpu" else "cuda", precision=precision,
-                      threads=None if device != "cpu" else 2)
+                      threads=None if device != "cpu" else 2, length_multiple=length_multiple)
     t = time.perf_counter()
     loaded = model_mod.load_model(cfg, device=device)
     sync(device)
@@ -315,7 +318,20 @@ def _entity_rows(texts, results) -> dict:
     return cols
 
 
-def stage_job(run: Run, model_dir, corpus_path: Path, n_docs: int, precisions, device, batch_tokens) -> dict:
+def job_variants(precisions, length_multiples, repeats: int):
+    """(name, precision, length_multiple or None for the config default), interleaved so that a
+    repeat of one variant comes after every other variant's first run (drift shows as a spread)."""
+    out = []
+    for r in range(repeats):
+        for p in precisions:
+            for m in length_multiples:
+                name = f"job_{p}" + ("" if m is None else f"_lm{m}") + ("" if r == 0 else f"_r{r + 1}")
+                out.append((name, p, m))
+    return out
+
+
+def stage_job(run: Run, model_dir, corpus_path: Path, n_docs: int, precisions, device, batch_tokens,
+              length_multiples=(None,), repeats: int = 1) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -328,14 +344,14 @@ def stage_job(run: Run, model_dir, corpus_path: Path, n_docs: int, precisions, d
     # first WARMUP_DOCS documents, which the timed loop then tags again
     warm = pq.read_table(corpus_path, columns=["text"]).column("text").slice(0, min(WARMUP_DOCS, n_docs)).to_pylist()
     out = {}
-    for p in precisions:
-        name = f"job_{p}"
+    for name, p, lm in job_variants(precisions, length_multiples, repeats):
         if run.left() < 20:
             out[name] = {"skipped": "deadline"}
             continue
-        loaded, load_s = load(model_dir, p, device)
+        loaded, load_s = load(model_dir, p, device, lm)
         tagger = Tagger.from_loaded(loaded, TaggingConfig(aggregation="simple", batch_tokens=batch_tokens,
-                                                          max_padding=GPU_MAX_PADDING))
+                                                          max_padding=GPU_MAX_PADDING,
+                                                          chunk_chars=GPU_CHUNK_CHARS))
         timers = {"forward": 0.0, "wait": 0.0, "tokenize": 0.0}
         inner_forward, inner_windows = tagger.forward, tagger.windows
 
@@ -411,6 +427,7 @@ def stage_job(run: Run, model_dir, corpus_path: Path, n_docs: int, precisions, d
                                     "seconds; rest: aggregation, entity rows, Arrow/Parquet",
                      "windows": st.windows, "tokens_fed": st.tokens, "padded_tokens": st.padded_tokens,
                      "batches": st.batches, "batch_tokens": batch_tokens, "chunk_rows": ARROW_BATCH_ROWS,
+                     "length_multiple": tagger.length_multiple,
                      "partial": docs < n_docs, **gpu_mem(device)}
         run.results["tokens_per_s"][name] = out[name]["tokens_per_s"]
         log(f"    {name}: {tokens / secs:,.0f} tokens/s over {docs} docs in {secs:.1f}s; forward "
@@ -505,6 +522,11 @@ def parse_args(argv=None):
     p.add_argument("--precisions", default=None, help="default fp32,bf16,fp16 (fp32,bf16 on CPU)")
     p.add_argument("--budgets", default="8192,65536", help="roofline token budgets")
     p.add_argument("--batch-tokens", type=int, default=65536, help="tagging.batch_tokens of the job stage")
+    p.add_argument("--length-multiples", default="default",
+                   help="job stage: comma-separated model.length_multiple values to run per precision; 'default' "
+                        "is the config's null (job_<p>), a number k adds job_<p>_lm<k> (default: 'default')")
+    p.add_argument("--job-repeats", type=int, default=1,
+                   help="job stage: run every variant this many times, interleaved (_r2, _r3 ...)")
     p.add_argument("--pipeline-docs", type=int, default=300)
     p.add_argument("--stage-seconds", type=float, default=60.0, help="cap of one timed loop")
     p.add_argument("--repeats", type=int, default=2, help="roofline repetitions (best kept)")
@@ -574,8 +596,9 @@ def main(argv=None) -> int:
         run.stage("roofline", stage_roofline, run, model_dir, windows, tokens, precisions, budgets,
                   counter.pad_id, device)
     if "job" not in skip:
+        multiples = [None if m.strip() == "default" else int(m) for m in args.length_multiples.split(",") if m.strip()]
         run.stage("job", stage_job, run, model_dir, corpus_path, len(texts), precisions, device, args.batch_tokens,
-                  min_left=20)
+                  multiples, args.job_repeats, min_left=20)
     if "pipeline" not in skip:
         k = min(args.pipeline_docs, len(texts))
         run.stage("pipeline_per_doc", stage_pipeline, run, model_dir, texts[:k], n_tokens[:k], counter.stride, device)
