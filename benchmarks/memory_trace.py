@@ -1,7 +1,8 @@
 """Per-batch memory trace of the tagging path, without Spark: where a CPU worker's peak comes from.
 
 Runs the job's own pieces (``ner_udf.model.load_model`` with its memory releaser, ``Tagger``) over
-a Parquet corpus in pandas batches of ``--rows`` rows, as a Spark Python worker does, and records
+a Parquet corpus in pandas batches of ``--rows`` rows (their Python strings made per batch and
+dropped after it), as a Spark Python worker does, and records
 after every forward pass: the batch shape, the process's resident set (``/proc/self/statm``) and its
 kernel high-water mark (``VmHWM``, exact: no sampling). Writes a JSON trace and prints where the
 high-water mark was reached, e.g. after 10% of the documents versus at the end.
@@ -60,9 +61,10 @@ def main(argv=None) -> int:
     from ner_udf.config import load_config
     from ner_udf.tagger import Tagger
 
-    texts = pq.read_table(a.corpus, columns=["text"]).column("text").to_pylist()
+    column = pq.read_table(a.corpus, columns=["text"]).column("text")
     if a.docs:
-        texts = texts[: a.docs]
+        column = column.slice(0, a.docs)
+    n = len(column)
     cfg = load_config(overrides={"model.name": a.model, "model.precision": a.precision, "model.threads": a.threads,
                                  "tagging.aggregation": "simple"}, sets=a.set)  # --set as ner-tag parses it
     t0 = time.perf_counter()
@@ -86,12 +88,16 @@ def main(argv=None) -> int:
     tagger = Tagger(loaded.tokenizer, forward, loaded.id2label, cfg.tagging, loaded.max_positions,
                     loaded.length_multiple)
     per_batch = []
-    for i in range(0, len(texts), a.rows):
-        tagger.tag(texts[i: i + a.rows])
-        state["docs"] = min(i + a.rows, len(texts))
+    for i in range(0, n, a.rows):
+        # Python strings made per batch and dropped after it, as a Spark worker gets them from Arrow:
+        # holding every text for the whole run would add each new text's UTF-8 copy, which CPython
+        # caches inside a str once the Rust tokenizer has read it (see text_creep.py --hold-texts)
+        texts = column.slice(i, a.rows).to_pylist()
+        tagger.tag(texts)
+        del texts
+        state["docs"] = min(i + a.rows, n)
         per_batch.append({"docs": state["docs"], "rss_kb": rss_kb(), "hwm_kb": status_kb("VmHWM")})
     seconds = time.perf_counter() - t0
-    n = len(texts)
 
     def hwm_at(frac):
         pts = [t["hwm_kb"] for t in trace if t["docs"] < frac * n]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import sys
+
 import numpy as np
 import pytest
 
@@ -81,6 +84,25 @@ def test_duplicates_tagged_once(loaded):
     assert all(r.entities == res[0].entities for r in res[:50])
     res[0].entities.append("x")
     assert res[1].entities != res[0].entities  # results are independent objects
+
+
+def test_tagger_keeps_no_text_after_a_call(loaded):
+    """A worker's memory must not grow with the texts it has seen. The Rust tokenizer makes CPython
+    cache a UTF-8 copy inside every str it reads, so a text kept alive after its batch would keep
+    that copy too: once tag() has returned, no input text may be referenced by the tagger, the
+    loaded model or anything they keep (results excepted: the caller drops them with its batch)."""
+    tagger = Tagger.from_loaded(loaded, TaggingConfig(aggregation="simple", chunk_chars=1_000))
+    texts = ["".join([t, " #", str(i)]) for i, t in enumerate(corpus(60) + long_corpus(8))]  # fresh objects
+    texts += [texts[0], (texts[1] + "x")[:-1], texts[2].upper(), "", "   "]  # a duplicate, an equal copy
+    before = [sys.getrefcount(t) for t in texts]
+    results = tagger.tag(texts)
+    assert tagger.stats.unique_texts < len(texts) and tagger.stats.batches > 2  # dedup and several chunks ran
+    del results
+    for _ in range(2):
+        tagger.tag(texts[:3])
+        tagger.tag(texts)
+    gc.collect()
+    assert [sys.getrefcount(t) for t in texts] == before
 
 
 def test_max_windows_cap_marks_truncated(loaded):
