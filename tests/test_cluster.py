@@ -45,6 +45,7 @@ def test_one_model_load_per_executor(tiny_model_dir, tmp_path):
     assert manifest["spark"]["master"] == "local-cluster[2,1,2048]"
     assert len(loads) == 2 and set(loads.values()) == {1}, loads  # two executors, exactly one load each
     tasks = manifest["tasks_per_worker"]
+    print(f"model loads per executor: {loads}; tasks per Python worker: {tasks}")  # shown with pytest -s / -rP
     assert sum(tasks.values()) == 12 and len(tasks) == 2, tasks  # 12 tasks, one reused worker per executor
     n = duckdb.sql(f"select count(*), count(distinct doc_id) from '{tmp_path}/out/documents/*.parquet'").fetchall()[0]
     assert n == (400, 400)
