@@ -19,6 +19,7 @@ the forward pass (after the memory releaser), and VmHWM after it (KB).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -85,8 +86,7 @@ def main(argv=None) -> int:
                       "rss_before_kb": before, "rss_after_kb": rss_kb(), "hwm_kb": status_kb("VmHWM")})
         return out
 
-    tagger = Tagger(loaded.tokenizer, forward, loaded.id2label, cfg.tagging, loaded.max_positions,
-                    loaded.length_multiple)
+    tagger = Tagger.from_loaded(dataclasses.replace(loaded, forward=forward), cfg.tagging)
     per_batch = []
     for i in range(0, n, a.rows):
         # Python strings made per batch and dropped after it, as a Spark worker gets them from Arrow:

@@ -42,14 +42,15 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
 
     from ner_udf import model as model_mod
+    from ner_udf.batching import round_up
     from ner_udf.config import ModelConfig
 
     d = json.loads(Path(a.trace).read_text())
     cols = d["trace_columns"]
     m = a.round_len
-    shapes = [(row[cols.index("rows")], -(-row[cols.index("len")] // m) * m) for row in d["trace"]]
+    shapes = [(row[cols.index("rows")], round_up(row[cols.index("len")], m)) for row in d["trace"]]
     if a.random_lengths:
-        shapes = [(2, min(512, -(-int(n) // m) * m)) for n in np.random.default_rng(1).integers(16, 513, a.batches)]
+        shapes = [(2, round_up(int(n), m, 512)) for n in np.random.default_rng(1).integers(16, 513, a.batches)]
     if a.cycle:
         shapes = shapes[: a.cycle] * (a.batches // a.cycle + 1)
     shapes = shapes[: a.batches]

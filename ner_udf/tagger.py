@@ -94,7 +94,7 @@ class Tagger:
         # GPU batches are launched ahead (see _Pending in ner_udf.model) rather than run in a model
         # thread: on an H200 a thread made bf16 3x slower (kernel launches waited for the GIL).
         return cls(loaded.tokenizer, loaded.forward, loaded.id2label, config, loaded.max_positions,
-                   getattr(loaded, "length_multiple", 1))
+                   loaded.length_multiple)
 
     # -- public -------------------------------------------------------------------------------
     def tag(self, texts: Sequence[str | None]) -> list[DocResult]:
