@@ -1,12 +1,14 @@
 """Multilingual named-entity tagging for Spark: a pure inference core plus thin Spark glue.
 
 The core (``config``, ``windows``, ``batching``, ``aggregation``, ``tagger``, ``model``) imports no
-Spark; ``ner_udf.spark`` and ``ner_udf.cli`` hold the Spark job.
+Spark; ``ner_udf.spark`` (glue), ``ner_udf.store`` (output store), ``ner_udf.job`` (one run) and
+``ner_udf.cli`` (command line) hold the Spark job.
 """
 
 from .aggregation import Entity, Strategy
-from .config import Config, ConfigError, load_config
+from .config import Config, load_config
+from .errors import UserError
 from .tagger import DocResult, Tagger
 
-__all__ = ["Config", "ConfigError", "DocResult", "Entity", "Strategy", "Tagger", "load_config"]
+__all__ = ["Config", "DocResult", "Entity", "Strategy", "Tagger", "UserError", "load_config"]
 __version__ = "0.1.0"

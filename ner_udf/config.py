@@ -1,7 +1,7 @@
 """The job's configuration: one frozen, validated tree read from YAML plus dotted overrides.
 
 Every key has a default; a YAML file and ``--set section.key=value`` overrides are layered on top.
-Unknown keys, wrong types and impossible combinations raise :class:`ConfigError` whose message is
+Unknown keys, wrong types and impossible combinations raise :class:`~ner_udf.errors.UserError` whose message is
 one line naming the key, the bad value and what would be valid.
 """
 
@@ -13,12 +13,10 @@ from typing import Any, Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .errors import UserError, one_line
+
 STRATEGIES = ("none", "simple", "first", "average", "max")
 DEFAULT_MODEL = "orgcatorg/bert-base-multilingual-cased-ner"
-
-
-class ConfigError(ValueError):
-    """A user mistake in the configuration; its message is a single actionable line."""
 
 
 class _Section(BaseModel):
@@ -144,7 +142,7 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     for p in parts[:-1]:
         nxt = node.setdefault(p, {})
         if not isinstance(nxt, dict):
-            raise ConfigError(f"{dotted}: '{p}' is a value, not a section")
+            raise UserError(f"{dotted}: '{p}' is a value, not a section")
         node = nxt
     node[parts[-1]] = value
 
@@ -160,19 +158,19 @@ def load_config(
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"--config: file not found: {p}")
+            raise UserError(f"--config: file not found: {p}")
         try:
             loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
-            raise ConfigError(f"--config: {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+            raise UserError(f"--config: {p} is not valid YAML: {one_line(exc)}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"--config: {p} must hold a mapping of sections, got {type(loaded).__name__}")
+            raise UserError(f"--config: {p} must hold a mapping of sections, got {type(loaded).__name__}")
         tree = loaded
     for item in sets or []:
         if "=" not in item:
-            raise ConfigError(f"--set: got {item!r}; expected dotted.key=value, e.g. tagging.stride=64")
+            raise UserError(f"--set: got {item!r}; expected dotted.key=value, e.g. tagging.stride=64")
         key, raw = item.split("=", 1)
         _set_dotted(tree, key.strip(), _parse_scalar(raw))
     for key, value in (overrides or {}).items():
@@ -181,4 +179,4 @@ def load_config(
     try:
         return Config.model_validate(tree)
     except ValidationError as err:
-        raise ConfigError(_format_error(err)) from None
+        raise UserError(_format_error(err)) from None

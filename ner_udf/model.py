@@ -16,14 +16,11 @@ from typing import Any, Callable
 import numpy as np
 
 from .config import ModelConfig
+from .errors import UserError, one_line
 
 _CACHE: dict[tuple, "LoadedModel"] = {}
 _LOCK = threading.Lock()
 LOAD_COUNT = 0  # loads performed by this process (the cache makes repeats free)
-
-
-class ModelLoadError(RuntimeError):
-    """The model cannot be loaded (not found, not allowed, device unavailable)."""
 
 
 @dataclass
@@ -130,7 +127,7 @@ def resolve_device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelLoadError(f"model.device: got {requested!r} but no CUDA device is available")
+        raise UserError(f"model.device: got {requested!r} but no CUDA device is available")
     return requested
 
 
@@ -172,9 +169,9 @@ def _load(cfg: ModelConfig, device: str) -> LoadedModel:
     from transformers.utils import logging as hf_logging
 
     if cfg.precision == "fp16" and not device.startswith("cuda"):
-        raise ModelLoadError(f"model.precision: fp16 needs a CUDA device, got device {device!r}; use fp32, bf16 or int8")
+        raise UserError(f"model.precision: fp16 needs a CUDA device, got device {device!r}; use fp32, bf16 or int8")
     if cfg.precision == "int8" and device.startswith("cuda"):
-        raise ModelLoadError("model.precision: int8 (dynamic quantization) runs on CPU only; use fp16 or bf16 on GPU")
+        raise UserError("model.precision: int8 (dynamic quantization) runs on CPU only; use fp16 or bf16 on GPU")
     torch.set_num_threads(_threads(cfg))
     if device.startswith("cuda") and not cfg.cudnn_attention and hasattr(torch.backends.cuda, "enable_cudnn_sdp"):
         # cuDNN's attention backend (PyTorch's first choice for fp16/bf16 on recent GPUs) builds a
@@ -207,11 +204,10 @@ def _load(cfg: ModelConfig, device: str) -> LoadedModel:
             cfg.name, use_safetensors=None if cfg.allow_pickle else True, dtype=dtype, **kwargs
         )
     except (OSError, ValueError, EnvironmentError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = "" if cfg.allow_pickle else " (only safetensors weights are loaded unless model.allow_pickle=true)"
-        raise ModelLoadError(f"model.name: cannot load {cfg.name!r}: {first}{hint}") from exc
+        raise UserError(f"model.name: cannot load {cfg.name!r}: {one_line(exc)}{hint}") from exc
     if not getattr(tokenizer, "is_fast", False):
-        raise ModelLoadError(f"model.name: {cfg.name!r} has no fast tokenizer (tokenizer.json); offsets need one")
+        raise UserError(f"model.name: {cfg.name!r} has no fast tokenizer (tokenizer.json); offsets need one")
     model.eval()
     if cfg.precision == "int8":
         with warnings.catch_warnings():

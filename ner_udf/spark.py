@@ -1,4 +1,4 @@
-"""Spark glue: read the corpus, tag it with ``mapInPandas``, write the entity and document tables.
+"""Spark glue: the session, reading the corpus, tagging it with ``mapInPandas``, the tables' shapes.
 
 Kept thin: the tagging itself is :class:`ner_udf.tagger.Tagger`. The model is loaded once per Python
 worker (``ner_udf.model`` caches it per process); with one task slot per executor that is once per
@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
+import tempfile
 import time
+import zipfile
+from pathlib import Path
 from typing import Iterator
 
 import pandas as pd
-from pyspark import AccumulatorParam, TaskContext
+from pyspark import TaskContext
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from .config import Config
+from .errors import UserError, one_line
+from .manifest import WorkerMetrics
 
 ENTITY_TYPE = T.StructType(
     [
@@ -41,24 +47,36 @@ DOC_FIELDS = [
 _TEXT = "__text_utf8"
 
 
-class CountsParam(AccumulatorParam):
-    """Accumulates ``{key: {subkey: int}}`` dicts (e.g. model loads per executor): values add up,
-    except under keys starting with ``peak_``, which keep the maximum."""
+def get_session(cfg: Config) -> SparkSession:
+    """The SparkSession: spark-submit's (it set the master), else a local one for ``ner-tag``."""
+    from pyspark import SparkConf
 
-    def zero(self, value):
-        return {}
+    builder = SparkSession.builder.appName(cfg.spark.app_name)
+    under_submit = "PYSPARK_GATEWAY_PORT" in os.environ  # spark-submit started the JVM and set the master
+    if cfg.spark.master:
+        builder = builder.master(cfg.spark.master)
+    elif not under_submit and not SparkConf().contains("spark.master"):  # in-process `ner-tag`
+        builder = builder.master("local[*]")
+    if not under_submit:
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers use this interpreter
+    builder = builder.config("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.spark.arrow_batch_rows))
+    for k, v in cfg.spark.conf.items():
+        builder = builder.config(k, str(v))
+    return builder.getOrCreate()
 
-    def addInPlace(self, a, b):
-        for key, sub in b.items():
-            into = a.setdefault(key, {})
-            peak = key.startswith("peak_")
-            for k, v in sub.items():
-                into[k] = max(into.get(k, v), v) if peak else into.get(k, 0) + v
-        return a
+
+def ship_package(spark: SparkSession) -> None:
+    """Make ``ner_udf`` importable on executors even where it is not installed."""
+    pkg = Path(__file__).resolve().parent
+    target = Path(tempfile.mkdtemp(prefix="ner_udf-")) / "ner_udf.zip"
+    with zipfile.ZipFile(target, "w") as zf:
+        for f in pkg.rglob("*.py"):
+            zf.write(f, f.relative_to(pkg.parent))
+    spark.sparkContext.addPyFile(str(target))
 
 
-class InputError(ValueError):
-    """The input cannot be tagged (missing path or column); one line for the user."""
+def task_slots(spark: SparkSession) -> int:
+    return max(1, spark.sparkContext.defaultParallelism // int(spark.conf.get("spark.task.cpus", "1")))
 
 
 def read_input(spark: SparkSession, cfg: Config) -> DataFrame:
@@ -66,22 +84,21 @@ def read_input(spark: SparkSession, cfg: Config) -> DataFrame:
     text fails one row, not the job) and the pass-through columns."""
     inp = cfg.input
     if not inp.path:
-        raise InputError("input.path: not set; pass --input PATH or set input.path in the config")
+        raise UserError("input.path: not set; pass --input PATH or set input.path in the config")
     try:
         df = spark.read.parquet(inp.path)
     except Exception as exc:  # noqa: BLE001 - AnalysisException and friends
-        first = str(exc).strip().splitlines()[0]
-        raise InputError(f"input.path: cannot read Parquet at {inp.path!r}: {first}") from None
+        raise UserError(f"input.path: cannot read Parquet at {inp.path!r}: {one_line(exc)}") from None
     cols = set(df.columns)
     wanted = [inp.id_col, inp.text_col, *inp.passthrough_cols]
     missing = [c for c in wanted if c not in cols]
     if missing:
-        raise InputError(
+        raise UserError(
             f"input: column(s) {', '.join(missing)} not in {inp.path!r}; available: {', '.join(df.columns)}"
         )
     text_type = df.schema[inp.text_col].dataType
     if not isinstance(text_type, (T.StringType, T.BinaryType)):
-        raise InputError(f"input.text_col: column {inp.text_col!r} is {text_type.simpleString()}, not string")
+        raise UserError(f"input.text_col: column {inp.text_col!r} is {text_type.simpleString()}, not string")
     return df.select(
         F.col(inp.id_col).alias("doc_id"),
         F.col(inp.text_col).cast("binary").alias(_TEXT),
@@ -101,6 +118,7 @@ def _executor_key() -> str:
 
 def make_tag_fn(cfg_json: str, loads_acc):
     """The ``mapInPandas`` function; everything heavy is imported and loaded inside the worker."""
+    metrics = WorkerMetrics(loads_acc)
 
     def tag_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from . import model as model_mod
@@ -118,23 +136,14 @@ def make_tag_fn(cfg_json: str, loads_acc):
         loaded = model_mod.load_model(cfg.model, device=device)
         worker = f"{socket.gethostname()}/{os.getpid()}"
         if model_mod.LOAD_COUNT != before:
-            loads_acc.add({"tagger": {"ms_model_load": int((time.perf_counter() - task_start) * 1000)}})
-            loads_acc.add({"executors": {_executor_key(): 1}, "workers": {worker: 1}})
-            if loaded.load_peak_rss_mb is not None:
-                loads_acc.add({"peak_load_rss_mb": {worker: loaded.load_peak_rss_mb}})
+            metrics.model_loaded(_executor_key(), worker, int((time.perf_counter() - task_start) * 1000),
+                                 loaded.load_peak_rss_mb)
         tagger = Tagger.from_loaded(loaded, cfg.tagging)
         for pdf in batches:
             yield _tag_frame(pdf, tagger)
-        loads_acc.add({"tasks_per_worker": {f"{_executor_key()}/{os.getpid()}": 1}})
         peak, _ = model_mod.peak_rss_mb()  # since the load when it reset the high-water mark
-        if peak is not None:
-            loads_acc.add({"peak_tagging_rss_mb" if loaded.peak_reset else "peak_rss_mb": {worker: peak}})
-        st = tagger.stats
-        loads_acc.add({"tagger": {"windows": st.windows, "tokens_fed": st.tokens, "padded_tokens": st.padded_tokens,
-                                  "batches": st.batches, "unique_texts": st.unique_texts,
-                                  "ms_tokenize": int(st.seconds_tokenize * 1000), "ms_model": int(st.seconds_model * 1000),
-                                  "ms_aggregate": int(st.seconds_aggregate * 1000),
-                                  "ms_task": int((time.perf_counter() - task_start) * 1000)}})
+        metrics.task_done(_executor_key(), worker, os.getpid(), peak, loaded.peak_reset, tagger.stats,
+                          int((time.perf_counter() - task_start) * 1000))
 
     return tag_batches
 
@@ -199,3 +208,21 @@ def entities_table(tagged: DataFrame, passthrough: tuple[str, ...]) -> DataFrame
 
 def documents_table(tagged: DataFrame, passthrough: tuple[str, ...]) -> DataFrame:
     return tagged.select("doc_id", *[f.name for f in DOC_FIELDS], *passthrough)
+
+
+def summarize(tagged: DataFrame) -> dict:
+    """The manifest's ``counts``: documents by status, entities by label, tokens and windows."""
+    rows = tagged.groupBy("status").agg(
+        F.count("*").alias("n"), F.sum("n_tokens").alias("t"), F.sum("n_windows").alias("w")
+    ).collect()
+    by_status = {r["status"]: int(r["n"]) for r in rows}
+    labels = {
+        r["label"]: int(r["count"])
+        for r in tagged.select(F.explode("entities.label").alias("label")).groupBy("label").count().collect()
+    }
+    return {
+        "documents": {"total": sum(by_status.values()), **dict(sorted(by_status.items()))},
+        "entities": {"total": sum(labels.values()), **dict(sorted(labels.items()))},
+        "tokens": int(sum(r["t"] or 0 for r in rows)),
+        "windows": int(sum(r["w"] or 0 for r in rows)),
+    }

@@ -18,6 +18,7 @@ import numpy as np
 from .aggregation import Entity, LabelSet, Strategy, aggregate_window, merge_overlapping
 from .batching import pad, plan_batches
 from .config import TaggingConfig
+from .errors import UserError
 from .windows import Window, WindowMaker
 
 OK, EMPTY, NULL, ERROR = "ok", "empty", "null", "error"
@@ -78,10 +79,10 @@ class Tagger:
         self.max_length = config.max_length or min(tok_max, max_positions)
         n_special = tokenizer.num_special_tokens_to_add(pair=False)
         if self.max_length <= n_special + 1:
-            raise ValueError(f"tagging.max_length: got {self.max_length}; must exceed {n_special + 1}")
+            raise UserError(f"tagging.max_length: got {self.max_length}; must exceed {n_special + 1}")
         self.stride = config.resolved_stride(self.max_length, n_special)
         if self.stride >= self.max_length - n_special:
-            raise ValueError(
+            raise UserError(
                 f"tagging.stride: got {self.stride}; must be < max_length - special tokens "
                 f"({self.max_length - n_special})"
             )

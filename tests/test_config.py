@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from ner_udf.config import ConfigError, load_config
+from ner_udf.config import load_config
+from ner_udf.errors import UserError
 
 
 def test_defaults_and_overrides(tmp_path):
@@ -31,19 +32,19 @@ def test_defaults_and_overrides(tmp_path):
     ],
 )
 def test_user_errors_are_one_line(sets, needle):
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(UserError) as err:
         load_config(None, sets=sets)
     msg = str(err.value)
     assert needle in msg and "\n" not in msg
 
 
 def test_choices_are_named():
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(UserError) as err:
         load_config(None, sets=["tagging.aggregation=best"])
     for s in ("none", "simple", "first", "average", "max"):
         assert s in str(err.value)
 
 
 def test_missing_file():
-    with pytest.raises(ConfigError, match="file not found"):
+    with pytest.raises(UserError, match="file not found"):
         load_config("/nonexistent.yaml")

@@ -213,8 +213,7 @@ def test_console_script_is_installed():
 
 
 def test_accumulator_adds_counts_and_keeps_peaks():
-    from ner_udf.cli import worker_peaks
-    from ner_udf.spark import CountsParam
+    from ner_udf.manifest import CountsParam, worker_peaks
 
     acc = CountsParam()
     total = acc.zero(None)

@@ -8,7 +8,8 @@ import pytest
 
 from ner_udf import model as model_mod
 from ner_udf.config import ModelConfig
-from ner_udf.model import ModelLoadError, load_model
+from ner_udf.errors import UserError
+from ner_udf.model import load_model
 
 
 def test_second_request_in_a_process_is_free(tiny_model_dir):
@@ -42,14 +43,14 @@ def test_pickle_checkpoints_need_explicit_permission(tiny_model_dir, tmp_path):
     state = AutoModelForTokenClassification.from_pretrained(tiny_model_dir).state_dict()
     torch.save(state, pickled / "pytorch_model.bin")  # a legacy pickle checkpoint
     assert not list(pickled.glob("*.safetensors"))
-    with pytest.raises(ModelLoadError, match="only safetensors"):
+    with pytest.raises(UserError, match="only safetensors"):
         load_model(ModelConfig(name=str(pickled), device="cpu", threads=1))
     loaded = load_model(ModelConfig(name=str(pickled), device="cpu", threads=1, allow_pickle=True))
     assert loaded.id2label[1] == "B-PER"
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
-    with pytest.raises(ModelLoadError, match="model.name: cannot load"):
+    with pytest.raises(UserError, match="model.name: cannot load"):
         load_model(ModelConfig(name=str(tmp_path / "nope"), device="cpu", threads=1))
 
 
@@ -58,9 +59,9 @@ def test_fp16_needs_a_gpu(tiny_model_dir):
 
     if torch.cuda.is_available():
         pytest.skip("has a GPU")
-    with pytest.raises(ModelLoadError, match="fp16 needs a CUDA device"):
+    with pytest.raises(UserError, match="fp16 needs a CUDA device"):
         load_model(ModelConfig(name=str(tiny_model_dir), device="auto", precision="fp16", threads=1))
-    with pytest.raises(ModelLoadError, match="no CUDA device"):
+    with pytest.raises(UserError, match="no CUDA device"):
         load_model(ModelConfig(name=str(tiny_model_dir), device="cuda", threads=1))
 
 

@@ -1,0 +1,31 @@
+"""The one error type for users' mistakes, and the one-line messages shown for any failure.
+
+A :class:`UserError` is something the user can fix (a config key, a path, a model that cannot be
+used); the CLI prints its message as one line and exits 2 when it happens before any work, 1 when a
+run fails. :func:`one_line` and :func:`failure_reason` turn any exception into that one line.
+"""
+
+from __future__ import annotations
+
+
+class UserError(ValueError):
+    """A mistake the user can fix; its message is one line naming the key, the bad value and what
+    would be valid."""
+
+
+def one_line(exc: BaseException | str) -> str:
+    """The first non-empty line of an exception's message (its type name when it has none)."""
+    text = str(exc).strip()
+    if text:
+        return text.splitlines()[0].strip()
+    return type(exc).__name__ if isinstance(exc, BaseException) else ""
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line for a failed run. For a failure raised in a Python worker (which Spark wraps in a
+    long Java stack trace), the worker's own exception line."""
+    if isinstance(exc, UserError):
+        return one_line(exc)
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    culprits = [ln for ln in lines if ("Error" in ln or "Exception" in ln) and ":" in ln and not ln.startswith("File ")]
+    return culprits[-1] if culprits else f"{type(exc).__name__}: {lines[0] if lines else ''}"

@@ -1,0 +1,86 @@
+"""One run of the job, top to bottom: preflight -> session -> read -> tag -> write -> commit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from pathlib import Path
+
+from . import spark as glue
+from .config import Config
+from .errors import UserError
+from .manifest import CountsParam, Manifest, worker_sections
+from .preflight import check_model
+from .store import TABLES, OutputStore
+
+
+def run(cfg: Config) -> Manifest:
+    """Run the job and return the committed run's manifest. Raises :class:`UserError` before
+    writing anything when the configuration, the input, the model or the output cannot be used."""
+    from pyspark import StorageLevel
+
+    # preflight: everything that can be checked before Spark starts
+    if not cfg.output.path:
+        raise UserError("output.path: not set; pass --output PATH or set output.path in the config")
+    started = dt.datetime.now(dt.timezone.utc)
+    t_run = time.perf_counter()
+    run_id = started.strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
+    if Path(cfg.model.name).is_dir():  # executors run elsewhere: ship an absolute path
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"name": str(Path(cfg.model.name).resolve())})})
+    model_info = check_model(cfg)
+
+    # session
+    spark = glue.get_session(cfg)
+    glue.ship_package(spark)
+
+    # read
+    source = glue.read_input(spark, cfg)
+    store = OutputStore(spark, cfg.output.path, cfg.output.mode, run_id)
+    store.prepare()
+
+    # tag
+    acc = spark.sparkContext.accumulator({}, CountsParam())
+    partitions = cfg.spark.partitions or glue.task_slots(spark) * 4  # a few tasks per slot: balance without tiny sorts
+    t0 = time.perf_counter()
+    tagged = glue.tag(source, cfg, acc, partitions).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        # write: the first action reads, tags and writes entities/
+        passthrough = cfg.input.passthrough_cols
+        phases = {}
+        for name, frame in (("entities", glue.entities_table(tagged, passthrough)),
+                            ("documents", glue.documents_table(tagged, passthrough))):
+            t = time.perf_counter()
+            frame.write.mode("overwrite").partitionBy(*cfg.output.partition_by).parquet(store.staging(name))
+            phases[f"write_{name}"] = round(time.perf_counter() - t, 3)
+        t = time.perf_counter()
+        counts = glue.summarize(tagged)
+        phases["summarize"] = round(time.perf_counter() - t, 3)
+        phases["before_tagging"] = round(t0 - t_run, 3)
+        seconds = time.perf_counter() - t0
+        manifest = Manifest(
+            run_id=run_id,
+            started_at=started.isoformat(),
+            finished_at=dt.datetime.now(dt.timezone.utc).isoformat(),
+            model={k: (v if v is None or isinstance(v, (str, list)) else str(v)) for k, v in model_info.items()},
+            config=cfg.to_dict(),
+            counts=counts,
+            **worker_sections(acc.value),
+            throughput={
+                "seconds": round(seconds, 3),
+                "documents_per_s": round(counts["documents"]["total"] / seconds, 2),
+                "tokens_per_s": round(counts["tokens"] / seconds, 1),
+                "phases": phases,
+            },
+            spark={"version": spark.version, "master": spark.sparkContext.master,
+                   "app_id": spark.sparkContext.applicationId, "partitions": partitions},
+            output={"path": cfg.output.path, "tables": list(TABLES)},
+        )
+        # commit
+        store.commit(manifest)
+        return manifest
+    except BaseException:
+        store.abort()
+        raise
+    finally:
+        tagged.unpersist()

@@ -1,0 +1,109 @@
+"""What a run records: the counters Python workers add to, and the manifest built from them.
+
+This module owns both contracts: the accumulator's key names (workers write them through
+:class:`WorkerMetrics`, the driver reads them with :func:`worker_sections`) and the manifest's
+shape (:class:`Manifest`). No Spark import: the accumulator's merge rule is a plain object that
+Spark's ``SparkContext.accumulator(value, param)`` accepts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+# accumulator keys: {key: {subkey: int}}
+_LOADS_PER_EXECUTOR = "executors"        # executor (host/daemon pid) -> model loads
+_LOADS_PER_WORKER = "workers"            # Python worker (host/pid) -> model loads
+_TASKS_PER_WORKER = "tasks_per_worker"   # host/daemon pid/worker pid -> tasks run
+_TAGGER = "tagger"                       # tagger counters and milliseconds, summed over tasks
+_PEAK_LOAD = "peak_load_rss_mb"          # worker -> peak resident MB during the model load
+_PEAK_TAGGING = "peak_tagging_rss_mb"    # worker -> peak resident MB after it (mark reset at load)
+_PEAK = "peak_rss_mb"                    # worker -> peak resident MB, where the mark cannot be reset
+
+
+class CountsParam:
+    """Merge rule of the run's accumulator (``pyspark.AccumulatorParam``'s interface): values add
+    up, except under keys starting with ``peak_``, which keep the maximum."""
+
+    def zero(self, value):
+        return {}
+
+    def addInPlace(self, a, b):
+        for key, sub in b.items():
+            into = a.setdefault(key, {})
+            peak = key.startswith("peak_")
+            for k, v in sub.items():
+                into[k] = max(into.get(k, v), v) if peak else into.get(k, 0) + v
+        return a
+
+
+class WorkerMetrics:
+    """What a Python worker reports, through the run's accumulator (anything with ``add``)."""
+
+    def __init__(self, acc):
+        self.acc = acc
+
+    def model_loaded(self, executor: str, worker: str, ms: int, load_peak_mb: int | None) -> None:
+        self.acc.add({_TAGGER: {"ms_model_load": ms}})
+        self.acc.add({_LOADS_PER_EXECUTOR: {executor: 1}, _LOADS_PER_WORKER: {worker: 1}})
+        if load_peak_mb is not None:
+            self.acc.add({_PEAK_LOAD: {worker: load_peak_mb}})
+
+    def task_done(self, executor: str, worker: str, worker_pid: int, peak_mb: int | None, peak_reset: bool,
+                  stats, ms_task: int) -> None:
+        self.acc.add({_TASKS_PER_WORKER: {f"{executor}/{worker_pid}": 1}})
+        if peak_mb is not None:
+            self.acc.add({_PEAK_TAGGING if peak_reset else _PEAK: {worker: peak_mb}})
+        self.acc.add({_TAGGER: {
+            "windows": stats.windows, "tokens_fed": stats.tokens, "padded_tokens": stats.padded_tokens,
+            "batches": stats.batches, "unique_texts": stats.unique_texts,
+            "ms_tokenize": int(stats.seconds_tokenize * 1000), "ms_model": int(stats.seconds_model * 1000),
+            "ms_aggregate": int(stats.seconds_aggregate * 1000), "ms_task": ms_task}})
+
+
+def worker_peaks(acc: dict) -> dict:
+    """Peak resident memory (MB) per Python worker (``host/pid``): ``load`` while the model was
+    loaded, ``tagging`` after it (or ``peak``, both together, where the kernel mark cannot be reset)."""
+    out: dict[str, dict[str, int]] = {}
+    for key, name in ((_PEAK_LOAD, "load"), (_PEAK_TAGGING, "tagging"), (_PEAK, "peak")):
+        for worker, mb in acc.get(key, {}).items():
+            out.setdefault(worker, {})[name] = mb
+    return dict(sorted(out.items()))
+
+
+def worker_sections(acc: dict) -> dict[str, Any]:
+    """The manifest's per-worker sections, from the accumulator's final value."""
+    return {
+        "model_loads": acc.get(_LOADS_PER_EXECUTOR, {}),
+        "model_loads_per_worker": acc.get(_LOADS_PER_WORKER, {}),
+        "tasks_per_worker": acc.get(_TASKS_PER_WORKER, {}),
+        "tagger": acc.get(_TAGGER, {}),
+        "worker_peak_rss_mb": worker_peaks(acc),
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """The record of one committed run (``OUTPUT/manifest.json``)."""
+
+    run_id: str
+    started_at: str
+    finished_at: str
+    model: dict          # name, revision, resolved_revision, weights_sha256, labels
+    config: dict         # the effective configuration
+    counts: dict         # documents by status, entities by label, tokens, windows
+    model_loads: dict
+    model_loads_per_worker: dict
+    tasks_per_worker: dict
+    tagger: dict
+    worker_peak_rss_mb: dict
+    throughput: dict     # seconds, documents_per_s, tokens_per_s, phases
+    spark: dict          # version, master, app_id, partitions
+    output: dict         # path, tables
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=str)
