@@ -2,7 +2,7 @@
 
 Used by ``jobs/tag_entities.py`` under spark-submit and by the ``ner-tag`` console script (which
 starts a local SparkSession in-process). Exit codes: 0 output committed, 2 user error (one line on
-stderr, nothing written), 1 the run failed (nothing committed).
+stderr, nothing written), 1 the run failed (nothing committed; the previous output is left whole).
 """
 
 from __future__ import annotations
@@ -13,6 +13,14 @@ import sys
 
 from .config import STRATEGIES, Config, load_config
 from .errors import UserError, failure_reason
+
+
+def _last_word() -> None:
+    """Make the one line printed next the last thing Spark's logs show."""
+    if "pyspark" in sys.modules:
+        from .spark import quiet
+
+        quiet()
 
 FLAGS = {  # flag -> dotted config key
     "input": "input.path",
@@ -64,13 +72,16 @@ def main(argv: list[str] | None = None) -> int:
         cfg = build_config(args)
         manifest = job.run(cfg)
     except UserError as exc:
-        print(f"ner-tag: error: {exc}", file=sys.stderr)
+        _last_word()
+        print(f"ner-tag: error: {exc}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:
-        print("ner-tag: interrupted; nothing was committed", file=sys.stderr)
+        _last_word()
+        print("ner-tag: interrupted; nothing was committed", file=sys.stderr, flush=True)
         return 130
     except Exception as exc:  # noqa: BLE001 - a failed run: short reason, nothing committed
-        print(f"ner-tag: run failed, nothing committed: {failure_reason(exc)}", file=sys.stderr)
+        _last_word()
+        print(f"ner-tag: run failed, nothing committed: {failure_reason(exc)}", file=sys.stderr, flush=True)
         if os.environ.get("NER_TAG_DEBUG"):
             raise
         return 1

@@ -34,6 +34,7 @@ class OutputConfig(_Section):
     path: str | None = None
     mode: Literal["error", "overwrite"] = "error"
     partition_by: tuple[str, ...] = ()
+    lock_timeout_s: float = Field(default=120.0, ge=5.0)
 
 
 class ModelConfig(_Section):
@@ -62,6 +63,7 @@ class TaggingConfig(_Section):
     labels: tuple[str, ...] = ()
     label_map: dict[str, str] = Field(default_factory=dict)
     dedupe: bool = True
+    max_error_fraction: float = Field(default=0.01, ge=0.0, le=1.0)
 
     def resolved_stride(self, max_length: int, n_special: int) -> int:
         """The stride actually used: the configured one, else non-overlapping for ``none`` and a

@@ -1,8 +1,9 @@
 """The one error type for users' mistakes, and the one-line messages shown for any failure.
 
 A :class:`UserError` is something the user can fix (a config key, a path, a model that cannot be
-used); the CLI prints its message as one line and exits 2 when it happens before any work, 1 when a
-run fails. :func:`one_line` and :func:`failure_reason` turn any exception into that one line.
+used, an output another run is writing); the CLI prints its message as one line and exits 2. A
+:class:`RunFailed` (or any other exception) fails the run: exit 1, nothing committed.
+:func:`one_line` and :func:`failure_reason` turn any exception into that one line.
 """
 
 from __future__ import annotations
@@ -11,6 +12,11 @@ from __future__ import annotations
 class UserError(ValueError):
     """A mistake the user can fix; its message is one line naming the key, the bad value and what
     would be valid."""
+
+
+class RunFailed(RuntimeError):
+    """The run did its work but must not be committed (e.g. too many documents failed); its
+    message is the one line shown."""
 
 
 def one_line(exc: BaseException | str) -> str:
@@ -24,8 +30,12 @@ def one_line(exc: BaseException | str) -> str:
 def failure_reason(exc: BaseException) -> str:
     """One line for a failed run. For a failure raised in a Python worker (which Spark wraps in a
     long Java stack trace), the worker's own exception line."""
-    if isinstance(exc, UserError):
+    if isinstance(exc, (UserError, RunFailed)):
         return one_line(exc)
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     culprits = [ln for ln in lines if ("Error" in ln or "Exception" in ln) and ":" in ln and not ln.startswith("File ")]
-    return culprits[-1] if culprits else f"{type(exc).__name__}: {lines[0] if lines else ''}"
+    if not culprits:
+        return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+    line = culprits[-1]
+    marker = f"{UserError.__name__}: "  # a user error raised in a worker: its message is the line
+    return line.split(marker, 1)[1] if marker in line else line

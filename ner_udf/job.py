@@ -1,4 +1,5 @@
-"""One run of the job, top to bottom: preflight -> session -> read -> tag -> write -> commit."""
+"""One run of the job, top to bottom: preflight -> session -> read -> lock the output -> tag ->
+write -> check -> commit."""
 
 from __future__ import annotations
 
@@ -9,15 +10,18 @@ from pathlib import Path
 
 from . import spark as glue
 from .config import Config
-from .errors import UserError
+from .errors import RunFailed, UserError, one_line
 from .manifest import CountsParam, Manifest, worker_sections
 from .preflight import check_model
 from .store import TABLES, OutputStore
 
 
 def run(cfg: Config) -> Manifest:
-    """Run the job and return the committed run's manifest. Raises :class:`UserError` before
-    writing anything when the configuration, the input, the model or the output cannot be used."""
+    """Run the job and return the committed run's manifest.
+
+    Raises :class:`UserError` before any work when the configuration, the input, the model or the
+    output cannot be used (or another live run is writing the output), :class:`RunFailed` when too
+    many documents failed; in every failure the previous output is left as it was."""
     from pyspark import StorageLevel
 
     # preflight: everything that can be checked before Spark starts
@@ -34,53 +38,67 @@ def run(cfg: Config) -> Manifest:
     spark = glue.get_session(cfg)
     glue.ship_package(spark)
 
-    # read
+    # read (lazily: only the schema is checked here)
     source = glue.read_input(spark, cfg)
-    store = OutputStore(spark, cfg.output.path, cfg.output.mode, run_id)
-    store.prepare()
 
-    # tag
-    acc = spark.sparkContext.accumulator({}, CountsParam())
-    partitions = cfg.spark.partitions or glue.task_slots(spark) * 4  # a few tasks per slot: balance without tiny sorts
-    t0 = time.perf_counter()
-    tagged = glue.tag(source, cfg, acc, partitions).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        # write: the first action reads, tags and writes entities/
-        passthrough = cfg.input.passthrough_cols
-        phases = {}
-        for name, frame in (("entities", glue.entities_table(tagged, passthrough)),
-                            ("documents", glue.documents_table(tagged, passthrough))):
+    # lock the output, repair what an interrupted run left, stage this run's tables
+    with OutputStore.for_output(spark, cfg.output, run_id, started.isoformat()).open() as store:
+        # tag
+        acc = spark.sparkContext.accumulator({}, CountsParam())
+        partitions = cfg.spark.partitions or glue.task_slots(spark) * 4  # a few tasks per slot
+        t0 = time.perf_counter()
+        tagged = glue.tag(source, cfg, acc, partitions).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            # write: the first action reads, tags and writes entities/
+            passthrough = cfg.input.passthrough_cols
+            phases = {}
+            for name, frame in (("entities", glue.entities_table(tagged, passthrough)),
+                                ("documents", glue.documents_table(tagged, passthrough))):
+                t = time.perf_counter()
+                frame.write.mode("overwrite").partitionBy(*cfg.output.partition_by).parquet(store.staging(name))
+                phases[f"write_{name}"] = round(time.perf_counter() - t, 3)
             t = time.perf_counter()
-            frame.write.mode("overwrite").partitionBy(*cfg.output.partition_by).parquet(store.staging(name))
-            phases[f"write_{name}"] = round(time.perf_counter() - t, 3)
-        t = time.perf_counter()
-        counts = glue.summarize(tagged)
-        phases["summarize"] = round(time.perf_counter() - t, 3)
-        phases["before_tagging"] = round(t0 - t_run, 3)
-        seconds = time.perf_counter() - t0
-        manifest = Manifest(
-            run_id=run_id,
-            started_at=started.isoformat(),
-            finished_at=dt.datetime.now(dt.timezone.utc).isoformat(),
-            model={k: (v if v is None or isinstance(v, (str, list)) else str(v)) for k, v in model_info.items()},
-            config=cfg.to_dict(),
-            counts=counts,
-            **worker_sections(acc.value),
-            throughput={
-                "seconds": round(seconds, 3),
-                "documents_per_s": round(counts["documents"]["total"] / seconds, 2),
-                "tokens_per_s": round(counts["tokens"] / seconds, 1),
-                "phases": phases,
-            },
-            spark={"version": spark.version, "master": spark.sparkContext.master,
-                   "app_id": spark.sparkContext.applicationId, "partitions": partitions},
-            output={"path": cfg.output.path, "tables": list(TABLES)},
-        )
-        # commit
-        store.commit(manifest)
-        return manifest
-    except BaseException:
-        store.abort()
-        raise
-    finally:
-        tagged.unpersist()
+            counts = glue.summarize(tagged)
+            phases["summarize"] = round(time.perf_counter() - t, 3)
+            phases["before_tagging"] = round(t0 - t_run, 3)
+            seconds = time.perf_counter() - t0
+
+            # check
+            check_errors(counts, tagged, cfg.tagging.max_error_fraction)
+
+            manifest = Manifest(
+                run_id=run_id,
+                started_at=started.isoformat(),
+                finished_at=dt.datetime.now(dt.timezone.utc).isoformat(),
+                model={k: (v if v is None or isinstance(v, (str, list)) else str(v)) for k, v in model_info.items()},
+                config=cfg.to_dict(),
+                counts=counts,
+                **worker_sections(acc.value),
+                throughput={
+                    "seconds": round(seconds, 3),
+                    "documents_per_s": round(counts["documents"]["total"] / seconds, 2),
+                    "tokens_per_s": round(counts["tokens"] / seconds, 1),
+                    "phases": phases,
+                },
+                spark={"version": spark.version, "master": spark.sparkContext.master,
+                       "app_id": spark.sparkContext.applicationId, "partitions": partitions},
+                output={"path": cfg.output.path, "tables": list(TABLES)},
+            )
+            # commit
+            store.commit(manifest.to_json())
+        finally:
+            tagged.unpersist()
+    return manifest
+
+
+def check_errors(counts: dict, tagged, max_fraction: float) -> None:
+    """Fail the run when more than ``max_fraction`` of the documents that reached the tagger (status
+    ``ok`` or ``error``; null and empty texts do not count) ended with ``error``."""
+    docs = counts["documents"]
+    errors = docs.get("error", 0)
+    considered = errors + docs.get("ok", 0)
+    if errors and errors > max_fraction * considered:
+        first = glue.first_error(tagged)
+        where = f"doc_id {first[0]!r}: {one_line(first[1] or '')}" if first else "unknown"
+        raise RunFailed(f"{errors} of {considered} documents failed (more than tagging.max_error_fraction="
+                        f"{max_fraction:g}); first error, {where}")

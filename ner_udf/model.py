@@ -203,7 +203,7 @@ def _load(cfg: ModelConfig, device: str) -> LoadedModel:
         model = AutoModelForTokenClassification.from_pretrained(
             cfg.name, use_safetensors=None if cfg.allow_pickle else True, dtype=dtype, **kwargs
         )
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except Exception as exc:  # noqa: BLE001 - missing files, bad weights (SafetensorError), wrong shapes
         hint = "" if cfg.allow_pickle else " (only safetensors weights are loaded unless model.allow_pickle=true)"
         raise UserError(f"model.name: cannot load {cfg.name!r}: {one_line(exc)}{hint}") from exc
     if not getattr(tokenizer, "is_fast", False):

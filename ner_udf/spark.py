@@ -75,6 +75,16 @@ def ship_package(spark: SparkSession) -> None:
     spark.sparkContext.addPyFile(str(target))
 
 
+def quiet() -> None:
+    """Silence Spark's logging from here on (a failed run's one line must be the last one shown,
+    before the JVM's shutdown hooks log). A no-op when no SparkContext is running."""
+    from pyspark import SparkContext
+
+    sc = SparkContext._active_spark_context
+    if sc is not None:
+        sc.setLogLevel("ERROR")
+
+
 def task_slots(spark: SparkSession) -> int:
     return max(1, spark.sparkContext.defaultParallelism // int(spark.conf.get("spark.task.cpus", "1")))
 
@@ -226,3 +236,9 @@ def summarize(tagged: DataFrame) -> dict:
         "tokens": int(sum(r["t"] or 0 for r in rows)),
         "windows": int(sum(r["w"] or 0 for r in rows)),
     }
+
+
+def first_error(tagged: DataFrame) -> tuple[object, str] | None:
+    """(doc_id, error) of one document that ended with status ``error``."""
+    row = tagged.where(F.col("status") == "error").select("doc_id", "error").first()
+    return None if row is None else (row["doc_id"], row["error"])

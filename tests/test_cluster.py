@@ -49,3 +49,29 @@ def test_one_model_load_per_executor(tiny_model_dir, tmp_path):
     assert sum(tasks.values()) == 12 and len(tasks) == 2, tasks  # 12 tasks, one reused worker per executor
     n = duckdb.sql(f"select count(*), count(distinct doc_id) from '{tmp_path}/out/documents/*.parquet'").fetchall()[0]
     assert n == (400, 400)
+
+
+@pytest.mark.parametrize("case", ["model cannot load", "missing column"])
+def test_spark_submit_output_ends_with_the_one_line(tiny_model_dir, tmp_path, case):
+    """spark-submit merges the driver's stderr into its stdout, after Spark's own log lines: a
+    failure's one line must still be the last line of the combined output, with its exit code."""
+    pq.write_table(pa.table({"doc_id": pa.array(range(20), pa.int64()), "text": corpus(20, seed=81)}),
+                   tmp_path / "in.parquet")
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    extra, rc, line = [], 1, "ner-tag: run failed, nothing committed: model.name: cannot load "
+    if case == "model cannot load":
+        (model / "model.safetensors").write_bytes(b"\0not safetensors" * 64)
+    else:
+        extra, rc, line = ["--text-col", "body"], 2, "ner-tag: error: input: column(s) body not in "
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
+           "SPARK_LOCAL_IP": "127.0.0.1"}
+    cmd = [spark_submit(), "--master", "local[2]", "--conf", "spark.driver.host=127.0.0.1",
+           "--conf", "spark.ui.enabled=false", str(ROOT / "jobs" / "tag_entities.py"),
+           "--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "out"), "--model", str(model), *extra]
+    r = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600,
+                       stdin=subprocess.DEVNULL)
+    lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
+    assert r.returncode == rc, r.stdout[-3000:]
+    assert lines[-1].startswith(line), lines[-5:]
+    assert not (tmp_path / "out" / "entities").exists()

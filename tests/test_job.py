@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -46,7 +47,10 @@ def job_run(tiny_model_dir, tmp_path_factory):
     texts = corpus(150, seed=11) + long_corpus(30, seed=12)
     ids = list(range(len(texts)))
     write_corpus(tmp / "in.parquet", ids, texts, {"day": pa.array(["2026-11-0%d" % (i % 3 + 1) for i in ids])})
-    rc = run_job(tmp / "in.parquet", tmp / "out", tiny_model_dir, "--aggregation", "first", "--max-length", "48",
+    # a copy under a new path: Python workers that earlier tests left running have the original cached,
+    # and this run's manifest must count its loads
+    model = shutil.copytree(tiny_model_dir, tmp / "model")
+    rc = run_job(tmp / "in.parquet", tmp / "out", model, "--aggregation", "first", "--max-length", "48",
                  "--stride", "12", "--set", "input.passthrough_cols=[day]")
     assert rc == 0
     return tmp / "out", ids, texts
@@ -105,7 +109,8 @@ def test_bad_rows_never_fail_the_job(tiny_model_dir, tmp_path):
     bad = [b"bad \xed\xa0\x80 surrogate", b"\xff\xfe invalid"]  # an unpaired surrogate and invalid UTF-8 bytes
     table = pa.table({"id": pa.array(ids + [9, 10], pa.int64()), "body": pa.array(raw + bad, pa.binary())})
     pq.write_table(table, tmp_path / "in.parquet")
-    assert run_job(tmp_path / "in.parquet", tmp_path / "out", tiny_model_dir, "--set", "spark.partitions=3") == 0
+    assert run_job(tmp_path / "in.parquet", tmp_path / "out", tiny_model_dir, "--set", "spark.partitions=3",
+                   "--set", "tagging.max_error_fraction=0.5") == 0
     docs = read(tmp_path / "out", "documents")
     status = [(d[0], d[1]) for d in docs]
     assert status == [(1, "ok"), (1, "ok"), (2, "null"), (3, "empty"), (4, "empty"), (5, "ok"), (6, "ok"),
@@ -223,3 +228,57 @@ def test_accumulator_adds_counts_and_keeps_peaks():
     assert total["workers"] == {"h/1": 2}
     assert total["peak_tagging_rss_mb"] == {"h/1": 900, "h/2": 950}
     assert worker_peaks(total) == {"h/1": {"load": 1500, "tagging": 900}, "h/2": {"tagging": 950}}
+
+
+def broken_model(src, dst, how):
+    """A copy of ``src`` that loads but fails on every batch (``vocab``: an embedding table of 8
+    rows, so every real token id is out of range) or that cannot load at all (``weights``)."""
+    from safetensors.numpy import load_file, save_file
+
+    shutil.copytree(src, dst)
+    if how == "weights":
+        (dst / "model.safetensors").write_bytes(b"\0not safetensors" * 64)
+        return dst
+    tensors = load_file(src / "model.safetensors")
+    key = next(k for k in tensors if k.endswith("word_embeddings.weight"))
+    tensors[key] = tensors[key][:8].copy()
+    save_file(tensors, dst / "model.safetensors", metadata={"format": "pt"})
+    conf = json.loads((dst / "config.json").read_text())
+    conf["vocab_size"] = 8
+    (dst / "config.json").write_text(json.dumps(conf))
+    return dst
+
+
+@pytest.mark.parametrize("how,needle", [
+    ("vocab", "30 of 30 documents failed (more than tagging.max_error_fraction=0.01); first error, doc_id "),
+    ("weights", "model.name: cannot load"),
+])
+def test_a_failing_model_fails_the_run_and_keeps_the_previous_output(tiny_model_dir, tmp_path, how, needle):
+    write_corpus(tmp_path / "in.parquet", list(range(30)), corpus(30, seed=51))
+    assert run_job(tmp_path / "in.parquet", tmp_path / "o", tiny_model_dir) == 0
+    before = {t: read(tmp_path / "o", t) for t in ("entities", "documents")}
+    manifest = (tmp_path / "o" / "manifest.json").read_text()
+    bad = broken_model(tiny_model_dir, tmp_path / "bad", how)
+    r = cli("--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "o"), "--model", str(bad),
+            "--id-col", "id", "--text-col", "body", "--set", "output.mode=overwrite", *SPARK)
+    assert r.returncode == 1, r.stderr[-3000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("ner-tag: run failed, nothing committed: ") and needle in last, last
+    if how == "vocab":
+        assert "model failed: IndexError" in last, last
+    assert {t: read(tmp_path / "o", t) for t in ("entities", "documents")} == before
+    assert (tmp_path / "o" / "manifest.json").read_text() == manifest
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["documents", "entities", "manifest.json"]
+
+
+def test_error_fraction_threshold(tiny_model_dir, tmp_path):
+    """Invalid UTF-8 rows end as status=error: 1 in 150 (0.7%) passes the default 1%, 3 in 150 do not."""
+    texts = [t.encode() for t in corpus(150, seed=61)]
+    for n_bad, rc in ((1, 0), (3, 1)):
+        raw = [b"\xff\xfe invalid" if i < n_bad else t for i, t in enumerate(texts)]
+        pq.write_table(pa.table({"id": pa.array(range(150), pa.int64()), "body": pa.array(raw, pa.binary())}),
+                       tmp_path / f"in{n_bad}.parquet")
+        assert run_job(tmp_path / f"in{n_bad}.parquet", tmp_path / f"o{n_bad}", tiny_model_dir) == rc
+        assert (tmp_path / f"o{n_bad}" / "documents").exists() == (rc == 0)
+    assert run_job(tmp_path / "in3.parquet", tmp_path / "o3", tiny_model_dir,
+                   "--set", "tagging.max_error_fraction=1.0") == 0  # 1.0 turns the check off
