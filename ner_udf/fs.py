@@ -150,6 +150,8 @@ class HadoopFS:
         if self.fs.exists(self._Path(dst)):
             raise FileExistsError(errno.EEXIST, "destination exists", dst)
         if not self.fs.rename(self._Path(src), self._Path(dst)):
+            if self.fs.exists(self._Path(dst)):  # created meanwhile (HDFS refuses to replace a file)
+                raise FileExistsError(errno.EEXIST, "destination exists", dst)
             raise OSError(f"cannot rename {src} to {dst}")
 
     def exchange(self, a: str, b: str) -> bool:

@@ -151,7 +151,7 @@ class OutputStore:
         aside = self._p(f"_lock.stale-{self.run_id}.json")
         try:
             self.fs.rename(lock, aside)
-        except (FileNotFoundError, FileExistsError, OSError):
+        except OSError:
             return  # another run moved it first: try again
         moved = self.fs.read_text(aside)
         try:
