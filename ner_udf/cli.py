@@ -1,4 +1,5 @@
-"""Command line: arguments -> config -> :func:`ner_udf.job.run` -> exit code and one line.
+"""Command line: arguments -> config -> :func:`ner_udf.job.run` -> exit code and one line; and
+``ner-tag runs OUTPUT``, the run history.
 
 Used by ``jobs/tag_entities.py`` under spark-submit and by the ``ner-tag`` console script (which
 starts a local SparkSession in-process). Exit codes: 0 output committed, 2 user error (one line on
@@ -44,7 +45,8 @@ class _Parser(argparse.ArgumentParser):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = _Parser(prog="ner-tag", description="Tag named entities in a Parquet corpus with a Hugging Face model.")
     p.add_argument("--config", help="YAML config (see conf/); every key can be overridden below")
-    p.add_argument("--input", help="Parquet file or directory (Hive partitions are read as columns)")
+    p.add_argument("--input", help="Parquet file or directory (Hive partitions are read as columns); "
+                   "`ner-tag runs OUTPUT` lists an output's runs")
     p.add_argument("--output", help="directory that receives entities/, documents/ and manifest.json")
     p.add_argument("--model", help="hub id or local directory of a token-classification model")
     p.add_argument("--revision", help="hub revision (branch, tag or commit)")
@@ -63,9 +65,42 @@ def build_config(args: argparse.Namespace) -> Config:
     return load_config(args.config, overrides=overrides, sets=args.sets)
 
 
+def format_run(m: dict) -> str:
+    """One line of ``ner-tag runs``."""
+    c = m.get("counts", {})
+    inp = c.get("input", {})
+    errors = c.get("documents", {}).get("error", 0)
+    status = "committed" + (f", {errors} documents with status=error" if errors else "")
+    return (f"{m.get('started_at', '?')[:19]}Z  {m.get('run_id', '?')}  {m.get('output', {}).get('mode', '?'):<11}  "
+            f"tagged {inp.get('tagged', '?')}  skipped {inp.get('skipped', '?')}  retried {inp.get('retried', '?')}  "
+            f"entities {c.get('entities', {}).get('total', '?')}  "
+            f"{m.get('throughput', {}).get('tokens_per_s', '?')} tokens/s  {status}")
+
+
+def runs_main(argv: list[str]) -> int:
+    """``ner-tag runs OUTPUT``: one line per committed run, oldest first."""
+    from .store import run_history
+
+    p = _Parser(prog="ner-tag runs", description="List the runs committed to an output, oldest first: start "
+                "time, run id, mode, documents tagged/skipped/retried, entities, tokens/s, status.")
+    p.add_argument("output", help="the job's --output path")
+    args = p.parse_args(argv)
+    try:
+        history = run_history(args.output)
+    except UserError as exc:
+        print(f"ner-tag: error: {exc}", file=sys.stderr)
+        return 2
+    for m in history:
+        print(format_run(m))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from . import job
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["runs"]:
+        return runs_main(argv[1:])
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = parse_args(argv)
     try:
@@ -86,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return 1
     c = manifest.counts
+    skipped = f" ({c['input']['skipped']} already tagged, skipped)" if c["input"]["skipped"] else ""
     print(
-        f"ner-tag: committed {c['documents']['total']} documents, {c['entities']['total']} entities to "
+        f"ner-tag: committed {c['documents']['total']} documents{skipped}, {c['entities']['total']} entities to "
         f"{cfg.output.path} in {manifest.throughput['seconds']} s "
         f"({manifest.throughput['tokens_per_s']} tokens/s); manifest: {cfg.output.path}/manifest.json"
     )

@@ -25,6 +25,8 @@ class _Section(BaseModel):
 
 class InputConfig(_Section):
     path: str | None = None
+    base_path: str | None = None
+    where: str | None = None
     id_col: str = "doc_id"
     text_col: str = "text"
     passthrough_cols: tuple[str, ...] = ()
@@ -32,7 +34,7 @@ class InputConfig(_Section):
 
 class OutputConfig(_Section):
     path: str | None = None
-    mode: Literal["error", "overwrite"] = "error"
+    mode: Literal["error", "overwrite", "incremental"] = "error"
     partition_by: tuple[str, ...] = ()
     lock_timeout_s: float = Field(default=120.0, ge=5.0)
 

@@ -1,5 +1,5 @@
-"""One run of the job, top to bottom: preflight -> session -> read -> lock the output -> tag ->
-write -> check -> commit."""
+"""One run of the job, top to bottom: preflight -> session -> read -> lock the output -> plan (what
+to tag) -> tag -> write -> check -> commit."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from . import spark as glue
 from .config import Config
 from .errors import RunFailed, UserError, one_line
-from .manifest import CountsParam, Manifest, worker_sections
+from .manifest import CountsParam, Manifest, identity_changes, model_identity, worker_sections
 from .preflight import check_model
 from .store import TABLES, OutputStore
 
@@ -43,34 +43,56 @@ def run(cfg: Config) -> Manifest:
 
     # lock the output, repair what an interrupted run left, stage this run's tables
     with OutputStore.for_output(spark, cfg.output, run_id, started.isoformat()).open() as store:
+        # what to tag: every input row, or (incremental) the rows the output lacks
+        passthrough = cfg.input.passthrough_cols
+        todo, previous = source, None
+        if cfg.output.mode == "incremental" and (previous := store.previous_manifest()) is not None:
+            check_identity(previous, model_identity(model_info, cfg), cfg.output.path)
+            prev_docs, prev_ents = (glue.read_table(spark, store.table(t)) for t in ("documents", "entities"))
+            todo, kept_docs, kept_ents, retried = glue.plan_incremental(source, prev_docs, prev_ents)
+
         # tag
         acc = spark.sparkContext.accumulator({}, CountsParam())
         partitions = cfg.spark.partitions or glue.task_slots(spark) * 4  # a few tasks per slot
         t0 = time.perf_counter()
-        tagged = glue.tag(source, cfg, acc, partitions).persist(StorageLevel.MEMORY_AND_DISK)
+        tagged = glue.tag(todo, cfg, acc, partitions).persist(StorageLevel.MEMORY_AND_DISK)
         try:
+            tables = {"entities": glue.entities_table(tagged, passthrough, run_id),
+                      "documents": glue.documents_table(tagged, passthrough, run_id)}
+            if previous is not None:  # the committed rows of documents this run does not tag
+                for name, kept in (("entities", kept_ents), ("documents", kept_docs)):
+                    tables[name] = glue.append_kept(tables[name], kept, name, cfg.output.path)
+
             # write: the first action reads, tags and writes entities/
-            passthrough = cfg.input.passthrough_cols
             phases = {}
-            for name, frame in (("entities", glue.entities_table(tagged, passthrough)),
-                                ("documents", glue.documents_table(tagged, passthrough))):
+            for name, frame in tables.items():
                 t = time.perf_counter()
                 frame.write.mode("overwrite").partitionBy(*cfg.output.partition_by).parquet(store.staging(name))
                 phases[f"write_{name}"] = round(time.perf_counter() - t, 3)
             t = time.perf_counter()
             counts = glue.summarize(tagged)
+            read = source.count()
+            counts["input"] = {
+                "read": read,
+                "skipped": read - counts["documents"]["total"],
+                "tagged": counts["documents"].get("ok", 0) + counts["documents"].get("error", 0),
+                "retried": retried.count() if previous is not None else 0,
+            }
+            counts["table"] = {name: glue.read_table(spark, store.staging(name)).count() for name in tables}
             phases["summarize"] = round(time.perf_counter() - t, 3)
             phases["before_tagging"] = round(t0 - t_run, 3)
             seconds = time.perf_counter() - t0
 
             # check
-            check_errors(counts, tagged, cfg.tagging.max_error_fraction)
+            check_errors(counts["documents"] if previous is None else glue.status_counts(tagged, retried),
+                         tagged, cfg.tagging.max_error_fraction)
 
             manifest = Manifest(
                 run_id=run_id,
                 started_at=started.isoformat(),
                 finished_at=dt.datetime.now(dt.timezone.utc).isoformat(),
                 model={k: (v if v is None or isinstance(v, (str, list)) else str(v)) for k, v in model_info.items()},
+                model_identity=model_identity(model_info, cfg),  # the weights' sha256 is ready by now
                 config=cfg.to_dict(),
                 counts=counts,
                 **worker_sections(acc.value),
@@ -82,7 +104,7 @@ def run(cfg: Config) -> Manifest:
                 },
                 spark={"version": spark.version, "master": spark.sparkContext.master,
                        "app_id": spark.sparkContext.applicationId, "partitions": partitions},
-                output={"path": cfg.output.path, "tables": list(TABLES)},
+                output={"path": cfg.output.path, "mode": cfg.output.mode, "tables": list(TABLES)},
             )
             # commit
             store.commit(manifest.to_json())
@@ -91,10 +113,23 @@ def run(cfg: Config) -> Manifest:
     return manifest
 
 
-def check_errors(counts: dict, tagged, max_fraction: float) -> None:
+def check_identity(previous: dict, identity: dict, path: str) -> None:
+    """An incremental run extends an output only if the same model and settings wrote it."""
+    old = previous.get("model_identity")
+    if old is None:
+        raise UserError(f"output.mode: incremental needs an output that records its model identity; {path!r} was "
+                        "written by an older version: run once with --set output.mode=overwrite")
+    changes = identity_changes(old, identity)
+    if changes:
+        raise UserError(f"output.mode: incremental: {path!r} was tagged by another model or settings "
+                        f"({'; '.join(changes)}); to re-tag everything use --set output.mode=overwrite")
+
+
+def check_errors(docs: dict, tagged, max_fraction: float) -> None:
     """Fail the run when more than ``max_fraction`` of the documents that reached the tagger (status
-    ``ok`` or ``error``; null and empty texts do not count) ended with ``error``."""
-    docs = counts["documents"]
+    ``ok`` or ``error`` in ``docs``; null and empty texts do not count) ended with ``error``. An
+    incremental run leaves out the documents it retried: one that fails again does not make the
+    output worse, and must not fail every later run."""
     errors = docs.get("error", 0)
     considered = errors + docs.get("ok", 0)
     if errors and errors > max_fraction * considered:

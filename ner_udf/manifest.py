@@ -83,6 +83,49 @@ def worker_sections(acc: dict) -> dict[str, Any]:
     }
 
 
+def model_identity(model_info: dict, cfg) -> dict:
+    """What decides which entities a run produces: the model (name, resolved revision, weights
+    sha256, labels) and the settings that change its output. An incremental run must match the
+    identity recorded in the output it extends."""
+    t, m = cfg.tagging, cfg.model
+    return {
+        "name": model_info.get("name"),
+        "resolved_revision": model_info.get("resolved_revision"),
+        "weights_sha256": None if model_info.get("weights_sha256") is None else str(model_info["weights_sha256"]),
+        "labels": model_info.get("labels"),
+        "precision": m.precision,
+        "aggregation": t.aggregation,
+        "max_length": t.max_length,
+        "stride": t.stride,
+        "label_map": dict(sorted(t.label_map.items())),
+        "labels_kept": list(t.labels),
+        "min_score": t.min_score,
+        "max_windows_per_doc": t.max_windows_per_doc,
+    }
+
+
+_IDENTITY_KEYS = {"precision": "model.precision", "aggregation": "tagging.aggregation",
+                  "max_length": "tagging.max_length", "stride": "tagging.stride", "label_map": "tagging.label_map",
+                  "labels_kept": "tagging.labels", "min_score": "tagging.min_score",
+                  "max_windows_per_doc": "tagging.max_windows_per_doc"}
+
+
+def identity_changes(old: dict, new: dict) -> list[str]:
+    """``key: old -> new`` for each difference. The model's name (a path, for a local directory)
+    does not count when both sides name the same weights by their sha256."""
+    same_weights = old.get("weights_sha256") is not None and old.get("weights_sha256") == new.get("weights_sha256")
+    out = []
+    for key in new:
+        if key == "name" and same_weights:
+            continue
+        if old.get(key) != new.get(key):
+            a, b = old.get(key), new.get(key)
+            if key == "weights_sha256":
+                a, b = (str(a)[:12] + "…" if a else a), (str(b)[:12] + "…" if b else b)
+            out.append(f"{_IDENTITY_KEYS.get(key, 'model.' + key)}: {a} -> {b}")
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class Manifest:
     """The record of one committed run (``OUTPUT/manifest.json``)."""
@@ -91,8 +134,10 @@ class Manifest:
     started_at: str
     finished_at: str
     model: dict          # name, revision, resolved_revision, weights_sha256, labels
+    model_identity: dict  # what an incremental run must match (model_identity())
     config: dict         # the effective configuration
-    counts: dict         # documents by status, entities by label, tokens, windows
+    counts: dict         # this run's documents by status, entities by label, tokens, windows; input
+                         # (read, skipped, tagged, retried); table (rows in the committed tables)
     model_loads: dict
     model_loads_per_worker: dict
     tasks_per_worker: dict
@@ -100,7 +145,7 @@ class Manifest:
     worker_peak_rss_mb: dict
     throughput: dict     # seconds, documents_per_s, tokens_per_s, phases
     spark: dict          # version, master, app_id, partitions
-    output: dict         # path, tables
+    output: dict         # path, mode, tables
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

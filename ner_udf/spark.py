@@ -45,6 +45,8 @@ DOC_FIELDS = [
     T.StructField("error", T.StringType()),
 ]
 _TEXT = "__text_utf8"
+TEXT_SHA256 = "text_sha256"  # hex sha256 of the text's UTF-8 bytes: what an incremental run compares
+RUN_ID = "run_id"  # the run that tagged the row
 
 
 def get_session(cfg: Config) -> SparkSession:
@@ -91,14 +93,20 @@ def task_slots(spark: SparkSession) -> int:
 
 def read_input(spark: SparkSession, cfg: Config) -> DataFrame:
     """The corpus with the id, the text (as UTF-8 bytes, decoded per row in Python so that invalid
-    text fails one row, not the job) and the pass-through columns."""
+    text fails one row, not the job), its sha256 and the pass-through columns; ``input.base_path``
+    and ``input.where`` applied. Every problem is a :class:`UserError`, found before any work."""
     inp = cfg.input
     if not inp.path:
         raise UserError("input.path: not set; pass --input PATH or set input.path in the config")
+    reader = spark.read
+    if inp.base_path:
+        reader = reader.option("basePath", inp.base_path)
     try:
-        df = spark.read.parquet(inp.path)
+        df = reader.parquet(inp.path)
     except Exception as exc:  # noqa: BLE001 - AnalysisException and friends
-        raise UserError(f"input.path: cannot read Parquet at {inp.path!r}: {one_line(exc)}") from None
+        key = "input.base_path" if inp.base_path and "basePath" in str(exc) else "input.path"
+        value = inp.base_path if key == "input.base_path" else inp.path
+        raise UserError(f"{key}: cannot read Parquet at {value!r}: {one_line(exc)}") from None
     cols = set(df.columns)
     wanted = [inp.id_col, inp.text_col, *inp.passthrough_cols]
     missing = [c for c in wanted if c not in cols]
@@ -109,11 +117,34 @@ def read_input(spark: SparkSession, cfg: Config) -> DataFrame:
     text_type = df.schema[inp.text_col].dataType
     if not isinstance(text_type, (T.StringType, T.BinaryType)):
         raise UserError(f"input.text_col: column {inp.text_col!r} is {text_type.simpleString()}, not string")
+    if inp.where:
+        try:
+            df = df.where(F.expr(inp.where))
+        except Exception as exc:  # noqa: BLE001 - ParseException, AnalysisException
+            raise UserError(f"input.where: got {inp.where!r}: {one_line(exc)}; columns: {', '.join(df.columns)}") from None
+    text = F.col(inp.text_col).cast("binary")
     return df.select(
         F.col(inp.id_col).alias("doc_id"),
-        F.col(inp.text_col).cast("binary").alias(_TEXT),
+        text.alias(_TEXT),
+        F.sha2(text, 256).alias(TEXT_SHA256),
         *[F.col(c) for c in inp.passthrough_cols],
     )
+
+
+def plan_incremental(source: DataFrame, prev_docs: DataFrame, prev_ents: DataFrame):
+    """What an incremental run tags and keeps, given the committed tables: ``(todo, kept_docs,
+    kept_ents, retried)``. An input row is skipped when the output holds a document with its
+    ``doc_id`` and ``text_sha256`` whose status is not ``error``; every other row is tagged, and
+    the committed rows of the ids it tags are dropped (a changed document's old entities are
+    replaced, never duplicated). Committed documents absent from the input are kept."""
+    done = prev_docs.where(F.col("status") != "error").select("doc_id", TEXT_SHA256)
+    cond = (source["doc_id"] == done["doc_id"]) & source[TEXT_SHA256].eqNullSafe(done[TEXT_SHA256])
+    todo = source.join(done, cond, "left_anti")
+    ids = todo.select("doc_id").distinct()
+    kept_docs = prev_docs.join(ids, "doc_id", "left_anti")
+    kept_ents = prev_ents.join(ids, "doc_id", "left_anti")
+    retried = ids.join(prev_docs.where(F.col("status") == "error").select("doc_id"), "doc_id", "left_semi")
+    return todo, kept_docs, kept_ents, retried
 
 
 def tagged_schema(df: DataFrame) -> T.StructType:
@@ -142,15 +173,21 @@ def make_tag_fn(cfg_json: str, loads_acc):
             gpus = ctx.resources().get("gpu")
             if gpus is not None and gpus.addresses:
                 device = f"cuda:{gpus.addresses[0]}"
-        before = model_mod.LOAD_COUNT
-        loaded = model_mod.load_model(cfg.model, device=device)
         worker = f"{socket.gethostname()}/{os.getpid()}"
-        if model_mod.LOAD_COUNT != before:
-            metrics.model_loaded(_executor_key(), worker, int((time.perf_counter() - task_start) * 1000),
-                                 loaded.load_peak_rss_mb)
-        tagger = Tagger.from_loaded(loaded, cfg.tagging)
+        loaded = tagger = None
         for pdf in batches:
+            if len(pdf) == 0:
+                continue
+            if tagger is None:  # loaded on the first rows: a task with nothing to tag loads nothing
+                before = model_mod.LOAD_COUNT
+                loaded = model_mod.load_model(cfg.model, device=device)
+                if model_mod.LOAD_COUNT != before:
+                    metrics.model_loaded(_executor_key(), worker, int((time.perf_counter() - task_start) * 1000),
+                                         loaded.load_peak_rss_mb)
+                tagger = Tagger.from_loaded(loaded, cfg.tagging)
             yield _tag_frame(pdf, tagger)
+        if tagger is None:
+            return
         peak, _ = model_mod.peak_rss_mb()  # since the load when it reset the high-water mark
         metrics.task_done(_executor_key(), worker, os.getpid(), peak, loaded.peak_reset, tagger.stats,
                           int((time.perf_counter() - task_start) * 1000))
@@ -209,15 +246,37 @@ def tag(df: DataFrame, cfg: Config, loads_acc, partitions: int) -> DataFrame:
     return df.mapInPandas(fn, tagged_schema(df))
 
 
-def entities_table(tagged: DataFrame, passthrough: tuple[str, ...]) -> DataFrame:
+def read_table(spark: SparkSession, path: str) -> DataFrame:
+    """A committed (or staged) table, its partition columns read as written (no type inference:
+    a partition value like ``007`` stays a string, as the input gave it)."""
+    key = "spark.sql.sources.partitionColumnTypeInference.enabled"
+    before = spark.conf.get(key)
+    spark.conf.set(key, "false")
+    try:
+        return spark.read.parquet(path)
+    finally:
+        spark.conf.set(key, before)
+
+
+def append_kept(new: DataFrame, kept: DataFrame, name: str, output: str) -> DataFrame:
+    """``new`` plus the committed rows ``kept``, which must have the same columns."""
+    if sorted(kept.columns) != sorted(new.columns):
+        raise UserError(
+            f"output.mode: incremental: the committed {name}/ in {output!r} has columns {', '.join(kept.columns)}, "
+            f"this run writes {', '.join(new.columns)}; use --set output.mode=overwrite")
+    return new.unionByName(kept.select(*[F.col(f.name).cast(f.dataType) for f in new.schema]))
+
+
+def entities_table(tagged: DataFrame, passthrough: tuple[str, ...], run_id: str) -> DataFrame:
     e = tagged.select("doc_id", *passthrough, F.explode("entities").alias("e"))
     return e.select(
-        "doc_id", "e.entity", "e.label", "e.start", "e.end", "e.score", *passthrough
+        "doc_id", "e.entity", "e.label", "e.start", "e.end", "e.score", F.lit(run_id).alias(RUN_ID), *passthrough
     )
 
 
-def documents_table(tagged: DataFrame, passthrough: tuple[str, ...]) -> DataFrame:
-    return tagged.select("doc_id", *[f.name for f in DOC_FIELDS], *passthrough)
+def documents_table(tagged: DataFrame, passthrough: tuple[str, ...], run_id: str) -> DataFrame:
+    return tagged.select("doc_id", *[f.name for f in DOC_FIELDS], TEXT_SHA256, F.lit(run_id).alias(RUN_ID),
+                         *passthrough)
 
 
 def summarize(tagged: DataFrame) -> dict:
@@ -236,6 +295,12 @@ def summarize(tagged: DataFrame) -> dict:
         "tokens": int(sum(r["t"] or 0 for r in rows)),
         "windows": int(sum(r["w"] or 0 for r in rows)),
     }
+
+
+def status_counts(tagged: DataFrame, exclude_ids: DataFrame) -> dict:
+    """Documents by status among the tagged rows whose ``doc_id`` is not in ``exclude_ids``."""
+    rows = tagged.join(exclude_ids, "doc_id", "left_anti").groupBy("status").count().collect()
+    return {r["status"]: int(r["count"]) for r in rows}
 
 
 def first_error(tagged: DataFrame) -> tuple[object, str] | None:

@@ -6,6 +6,7 @@ Layout (``_``-prefixed names are skipped by Spark, pyarrow and ``entities/**/*.p
     OUTPUT/_lock.json                           the live run's lock; its mtime is the heartbeat
     OUTPUT/_staging/<run_id>/                   a run's tables and manifest while it writes them
     OUTPUT/_journal.json                        present only while a commit swaps the tables
+    OUTPUT/_runs/<run_id>.json                  every committed run's manifest (the run history)
 
 Commit: the staged tables are complete, then ``_journal.json`` names the run, then each item is
 swapped into place (an atomic exchange on local disks; on other file systems the old item is moved
@@ -28,7 +29,7 @@ from .errors import UserError, one_line
 TABLES = ("entities", "documents")
 MANIFEST = "manifest.json"
 ITEMS = ("documents", "entities", MANIFEST)  # swapped in this order
-LOCK, JOURNAL, STAGING, MARKER = "_lock.json", "_journal.json", "_staging", "_run.json"
+LOCK, JOURNAL, STAGING, MARKER, RUNS = "_lock.json", "_journal.json", "_staging", "_run.json", "_runs"
 PREVIOUS = "_previous"  # under a run's staging dir: items moved aside (file systems without exchange)
 _LIVE: set[str] = set()  # run ids holding a lock in this process
 
@@ -211,8 +212,10 @@ class OutputStore:
             return None
 
     def _rollback(self, run_id: str) -> None:
-        """Put back every item that run ``run_id`` had swapped into place."""
+        """Put back every item that run ``run_id`` had swapped into place, and drop its run record."""
         stage = self._p(STAGING, run_id)
+        if self.fs.exists(self._p(RUNS, f"{run_id}.json")):
+            self.fs.delete(self._p(RUNS, f"{run_id}.json"))
         for item in reversed(ITEMS):
             cur, aside, prev = self._p(item), self.fs.join(stage, item), self.fs.join(stage, PREVIOUS, item)
             if self.fs.exists(cur) and self._marker(cur) == run_id:
@@ -223,6 +226,22 @@ class OutputStore:
                     self.fs.rename(cur, aside)
             if not self.fs.exists(cur) and self.fs.exists(prev):
                 self.fs.rename(prev, cur)
+
+    # -- reading the committed run ----------------------------------------------------------
+    def previous_manifest(self) -> dict | None:
+        """The committed run's manifest, or None when the output holds no run."""
+        text = self.fs.read_text(self._p(MANIFEST))
+        if text is None:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise UserError(f"output.path: {self._p(MANIFEST)} is not valid JSON; use a new path or "
+                            "--set output.mode=overwrite") from None
+
+    def table(self, name: str) -> str:
+        """The committed ``name`` table (a URI), for an incremental run to read."""
+        return self.fs.uri(self._p(name))
 
     # -- writing and committing -------------------------------------------------------------
     def staging(self, table: str) -> str:
@@ -240,6 +259,8 @@ class OutputStore:
         try:
             for item in ITEMS:
                 self._swap_in(item)
+            self.fs.mkdirs(self._p(RUNS))
+            self.fs.write_new(self._p(RUNS, f"{self.run_id}.json"), manifest_json)
             self.fs.delete(self._p(JOURNAL))  # the commit point
         except BaseException:
             self._rollback(self.run_id)
@@ -286,3 +307,23 @@ class OutputStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def run_history(path: str) -> list[dict]:
+    """The manifests of the runs committed to ``path`` (a local path or a URI pyarrow can open),
+    oldest first."""
+    import pyarrow.fs as pafs
+
+    try:
+        fs, root = pafs.FileSystem.from_uri(path)
+    except (ValueError, TypeError):
+        fs, root = pafs.LocalFileSystem(), os.path.abspath(path)
+    if fs.get_file_info(root).type == pafs.FileType.NotFound:
+        raise UserError(f"OUTPUT: {path!r} does not exist")
+    infos = fs.get_file_info(pafs.FileSelector(f"{root.rstrip('/')}/{RUNS}", allow_not_found=True))
+    runs = []
+    for info in infos:
+        if info.is_file and info.base_name.endswith(".json"):
+            with fs.open_input_stream(info.path) as fh:
+                runs.append(json.loads(fh.read().decode("utf-8")))
+    return sorted(runs, key=lambda m: (m.get("started_at", ""), m.get("run_id", "")))

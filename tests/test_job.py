@@ -3,6 +3,7 @@ with the transformers pipeline; bad rows; user errors."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -59,7 +60,7 @@ def job_run(tiny_model_dir, tmp_path_factory):
 def test_entities_equal_tagger_and_pipeline(job_run, tiny_model_dir):
     out, ids, texts = job_run
     got = {}
-    for doc_id, entity, label, start, end, score, day in read(out, "entities"):
+    for doc_id, entity, label, start, end, score, run_id, day in read(out, "entities"):
         got.setdefault(doc_id, []).append((label, start, end, score))
         assert entity == texts[doc_id][start:end]
         assert day == "2026-11-0%d" % (doc_id % 3 + 1)
@@ -85,12 +86,15 @@ def test_documents_and_manifest(job_run):
     assert {d[1] for d in docs} == {"ok"}
     schema = pq.read_schema(next((out / "documents").glob("*.parquet")))
     assert [f.name for f in schema] == ["doc_id", "status", "n_chars", "n_tokens", "n_windows", "n_entities",
-                                        "truncated", "error", "day"]
+                                        "truncated", "error", "text_sha256", "run_id", "day"]
     escheme = pq.read_schema(next((out / "entities").glob("*.parquet")))
     assert [(f.name, str(f.type)) for f in escheme] == [
         ("doc_id", "int64"), ("entity", "string"), ("label", "string"), ("start", "int32"), ("end", "int32"),
-        ("score", "float"), ("day", "string")]
+        ("score", "float"), ("run_id", "string"), ("day", "string")]
     manifest = json.loads((out / "manifest.json").read_text())
+    assert all(d[8] == hashlib.sha256(texts[d[0]].encode()).hexdigest() for d in docs)  # text_sha256
+    assert {d[9] for d in docs} == {e[6] for e in read(out, "entities")} == {manifest["run_id"]}  # run_id
+    assert manifest["counts"]["input"] == {"read": len(ids), "skipped": 0, "tagged": len(ids), "retried": 0}
     assert manifest["counts"]["documents"] == {"total": len(ids), "ok": len(ids)}
     assert manifest["counts"]["entities"]["total"] == len(read(out, "entities"))
     assert sum(manifest["model_loads"].values()) == 2  # local[2]: two Python workers, one load each
@@ -169,7 +173,8 @@ def test_existing_output_is_refused_in_error_mode(tiny_model_dir, tmp_path):
     before = read(tmp_path / "o", "documents")
     assert run_job(tmp_path / "in.parquet", tmp_path / "o", tiny_model_dir) == 2
     assert run_job(tmp_path / "in.parquet", tmp_path / "o", tiny_model_dir, "--set", "output.mode=overwrite") == 0
-    assert read(tmp_path / "o", "documents") == before
+    after = read(tmp_path / "o", "documents")
+    assert [d[:-1] for d in after] == [d[:-1] for d in before] and after[0][-1] != before[0][-1]  # a new run_id
 
 
 def test_identical_texts_are_tagged_once(tiny_model_dir, tmp_path):
@@ -268,7 +273,8 @@ def test_a_failing_model_fails_the_run_and_keeps_the_previous_output(tiny_model_
         assert "model failed: IndexError" in last, last
     assert {t: read(tmp_path / "o", t) for t in ("entities", "documents")} == before
     assert (tmp_path / "o" / "manifest.json").read_text() == manifest
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["documents", "entities", "manifest.json"]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["_runs", "documents", "entities", "manifest.json"]
+    assert len(list((tmp_path / "o" / "_runs").iterdir())) == 1  # the failed run left no record
 
 
 def test_error_fraction_threshold(tiny_model_dir, tmp_path):

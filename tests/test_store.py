@@ -130,7 +130,9 @@ def test_every_failing_call_leaves_a_whole_run(spark, tmp_path, backend):
         warnings: list[str] = []
         do_run(fs, root, "C", 5, warnings=warnings)  # the next run repairs what is left and commits
         assert readers(spark, root) == expect("C", 5), (k, call)
-        assert visible(root) == ["documents", "entities", "manifest.json"], (k, call, os.listdir(root))
+        assert visible(root) == ["_runs", "documents", "entities", "manifest.json"], (k, call, os.listdir(root))
+        runs = {"run-A.json", "run-C.json"} | (set() if failed else {"run-B.json"})  # a failed run leaves no record
+        assert set(visible(os.path.join(root, "_runs"))) == runs, (k, call)
     print(f"\n{backend}: each of {len(calls)} calls failed in turn; what readers saw:")
     for k, call, outcome in outcomes:
         print(f"  {k:2d} {' '.join(call):50s} -> {outcome} run")
