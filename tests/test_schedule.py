@@ -21,8 +21,8 @@ from texts import corpus
 README = (ROOT / "README.md").read_text()
 
 
-def block(lang: str) -> str:
-    return re.search(rf"```{lang}\n(.*?)```", README, re.S).group(1)
+def block(lang: str, containing: str = "") -> str:
+    return next(b for b in re.findall(rf"```{lang}\n(.*?)```", README, re.S) if containing in b)
 
 
 def cron_command() -> str:
@@ -31,7 +31,7 @@ def cron_command() -> str:
 
 
 def test_airflow_operator_runs_the_cron_line():
-    call = next(n for n in ast.walk(ast.parse(block("python"))) if isinstance(n, ast.Call)
+    call = next(n for n in ast.walk(ast.parse(block("python", "SparkSubmitOperator"))) if isinstance(n, ast.Call)
                 and getattr(n.func, "id", "") == "SparkSubmitOperator")
     kw = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
     words = shlex.split(cron_command())
