@@ -78,13 +78,14 @@ def ship_package(spark: SparkSession) -> None:
 
 
 def quiet() -> None:
-    """Silence Spark's logging from here on (a failed run's one line must be the last one shown,
-    before the JVM's shutdown hooks log). A no-op when no SparkContext is running."""
+    """Silence Spark's logging from here on: a failed run's one line must be the last one shown,
+    after the JVM's shutdown hooks and the errors of tasks still being cancelled (logged at ERROR,
+    so ``OFF``, not ``ERROR``). A no-op when no SparkContext is running."""
     from pyspark import SparkContext
 
     sc = SparkContext._active_spark_context
     if sc is not None:
-        sc.setLogLevel("ERROR")
+        sc.setLogLevel("OFF")
 
 
 def task_slots(spark: SparkSession) -> int:
