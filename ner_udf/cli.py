@@ -17,11 +17,15 @@ from .errors import UserError, failure_reason
 
 
 def _last_word() -> None:
-    """Make the one line printed next the last thing Spark's logs show."""
+    """Make the one line printed next the last thing shown: stop Spark and mute it (see
+    :func:`ner_udf.spark.quiet`). Failing to do so must not hide the line itself."""
     if "pyspark" in sys.modules:
         from .spark import quiet
 
-        quiet()
+        try:
+            quiet()
+        except Exception:  # noqa: BLE001 - e.g. the JVM is already gone
+            pass
 
 FLAGS = {  # flag -> dotted config key
     "input": "input.path",

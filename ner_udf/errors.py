@@ -36,6 +36,6 @@ def failure_reason(exc: BaseException) -> str:
     culprits = [ln for ln in lines if ("Error" in ln or "Exception" in ln) and ":" in ln and not ln.startswith("File ")]
     if not culprits:
         return f"{type(exc).__name__}: {lines[0] if lines else ''}"
-    line = culprits[-1]
+    line = culprits[-1].lstrip(": ")  # py4j puts the Java exception after ": "
     marker = f"{UserError.__name__}: "  # a user error raised in a worker: its message is the line
     return line.split(marker, 1)[1] if marker in line else line

@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from .config import Config
-from .errors import UserError, one_line
+from .errors import UserError, failure_reason, one_line
 from .manifest import WorkerMetrics
 
 ENTITY_TYPE = T.StructType(
@@ -64,7 +64,10 @@ def get_session(cfg: Config) -> SparkSession:
     builder = builder.config("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.spark.arrow_batch_rows))
     for k, v in cfg.spark.conf.items():
         builder = builder.config(k, str(v))
-    return builder.getOrCreate()
+    try:
+        return builder.getOrCreate()
+    except Exception as exc:  # noqa: BLE001 - e.g. spark.task.cpus above the executors' cores
+        raise UserError(f"spark: cannot start a session: {failure_reason(exc)}") from None
 
 
 def ship_package(spark: SparkSession) -> None:
@@ -78,14 +81,32 @@ def ship_package(spark: SparkSession) -> None:
 
 
 def quiet() -> None:
-    """Silence Spark's logging from here on: a failed run's one line must be the last one shown,
-    after the JVM's shutdown hooks and the errors of tasks still being cancelled (logged at ERROR,
-    so ``OFF``, not ``ERROR``). A no-op when no SparkContext is running."""
+    """Before a failed run's one line: make sure nothing Spark prints comes after it. Spark's logging
+    goes ``OFF`` (not ``ERROR``: tasks still being cancelled log their errors at ERROR), every job is
+    cancelled and the SparkContext stopped (so no task is left to fail later), and the JVM's own
+    console streams are muted (uncaught exceptions of its threads print there, not through log4j).
+    Under spark-submit the driver's output reaches the console through a thread that holds the
+    original stream, so the one line still gets through. Also after a SparkContext that failed to
+    start; a no-op when Spark never started. Meant for the end of a process (``ner-tag``,
+    spark-submit), not for a caller's own session."""
     from pyspark import SparkContext
 
+    jvm = SparkContext._jvm
+    if jvm is None:  # Spark never started
+        return
     sc = SparkContext._active_spark_context
-    if sc is not None:
-        sc.setLogLevel("OFF")
+    log4j = jvm.org.apache.logging.log4j
+    try:  # every logger, not only the root: some have their own level
+        log4j.core.config.Configurator.setAllLevels(log4j.LogManager.getRootLogger().getName(), log4j.Level.OFF)
+        if sc is not None:
+            sc.cancelAllJobs()
+            sc.stop()
+    finally:
+        mute = jvm.java.io.PrintStream(jvm.java.io.OutputStream.nullOutputStream())
+        jvm.java.lang.System.err.flush()
+        jvm.java.lang.System.out.flush()
+        jvm.java.lang.System.setErr(mute)
+        jvm.java.lang.System.setOut(mute)
 
 
 def task_slots(spark: SparkSession) -> int:

@@ -51,7 +51,7 @@ def test_one_model_load_per_executor(tiny_model_dir, tmp_path):
     assert n == (400, 400)
 
 
-@pytest.mark.parametrize("case", ["model cannot load", "missing column"])
+@pytest.mark.parametrize("case", ["model cannot load", "missing column", "session cannot start"])
 def test_spark_submit_output_ends_with_the_one_line(tiny_model_dir, tmp_path, case):
     """spark-submit merges the driver's stderr into its stdout, after Spark's own log lines: a
     failure's one line must still be the last line of the combined output, with its exit code."""
@@ -62,8 +62,11 @@ def test_spark_submit_output_ends_with_the_one_line(tiny_model_dir, tmp_path, ca
     extra, rc, line = [], 1, "ner-tag: run failed, nothing committed: model.name: cannot load "
     if case == "model cannot load":
         (model / "model.safetensors").write_bytes(b"\0not safetensors" * 64)
-    else:
+    elif case == "missing column":
         extra, rc, line = ["--text-col", "body"], 2, "ner-tag: error: input: column(s) body not in "
+    else:  # the SparkContext fails in its constructor: Spark logs at INFO until then
+        extra, rc, line = (["--set", "spark.conf={spark.task.cpus: '8'}"], 2,
+                           "ner-tag: error: spark: cannot start a session: org.apache.spark.SparkException: ")
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
            "SPARK_LOCAL_IP": "127.0.0.1"}
     cmd = [spark_submit(), "--master", "local[2]", "--conf", "spark.driver.host=127.0.0.1",
@@ -73,5 +76,5 @@ def test_spark_submit_output_ends_with_the_one_line(tiny_model_dir, tmp_path, ca
                        stdin=subprocess.DEVNULL)
     lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
     assert r.returncode == rc, r.stdout[-3000:]
-    assert lines[-1].startswith(line), lines[-5:]
+    assert lines[-1].startswith(line), "\n".join(lines[-40:])
     assert not (tmp_path / "out" / "entities").exists()

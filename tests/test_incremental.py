@@ -147,7 +147,8 @@ def test_run_history(nightly):
     # the history is never table data
     from pyspark.sql import SparkSession
 
-    spark = SparkSession.builder.getOrCreate()
+    spark = (SparkSession.builder.master("local[1]").config("spark.driver.host", "127.0.0.1")
+             .config("spark.ui.enabled", "false").getOrCreate())  # a failed run stops the session
     for table in ("documents", "entities"):
         n = len(nights[3][table])
         assert spark.read.parquet(str(out / table)).count() == n

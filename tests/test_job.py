@@ -268,7 +268,7 @@ def test_a_failing_model_fails_the_run_and_keeps_the_previous_output(tiny_model_
             "--id-col", "id", "--text-col", "body", "--set", "output.mode=overwrite", *SPARK)
     assert r.returncode == 1, r.stderr[-3000:]
     last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("ner-tag: run failed, nothing committed: ") and needle in last, last
+    assert last.startswith("ner-tag: run failed, nothing committed: ") and needle in last, r.stderr[-3000:]
     if how == "vocab":
         assert "model failed: IndexError" in last, last
     assert {t: read(tmp_path / "o", t) for t in ("entities", "documents")} == before
