@@ -1,5 +1,5 @@
-"""Command line: arguments -> config -> :func:`ner_udf.job.run` -> exit code and one line; and
-``ner-tag runs OUTPUT``, the run history.
+"""Command line: arguments -> config -> :func:`ner_udf.job.run` -> exit code and one line; plus
+``ner-tag runs OUTPUT`` (the run history) and ``ner-tag init-config NAME`` (a shipped example).
 
 Used by ``jobs/tag_entities.py`` under spark-submit and by the ``ner-tag`` console script (which
 starts a local SparkSession in-process). Exit codes: 0 output committed, 2 user error (one line on
@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import sysconfig
+from pathlib import Path
 
 from .config import STRATEGIES, Config, load_config
-from .errors import UserError, failure_reason
+from .errors import UserError, failure_reason, one_line
 
 
 def _last_word() -> None:
@@ -99,12 +101,55 @@ def runs_main(argv: list[str]) -> int:
     return 0
 
 
+EXAMPLES = {"local": "local.yaml", "cluster-cpu": "cluster-cpu.yaml", "cluster-gpu": "cluster-gpu.yaml",
+            "gpu-discovery": "get_gpus_resources.sh"}
+
+
+def example_file(name: str) -> Path:
+    """A shipped example: the configs (installed under ``<prefix>/share/ner-udf/conf``, or ``conf/``
+    beside the package in a clone) and the GPU discovery script (package data)."""
+    if name == "gpu-discovery":
+        return Path(__file__).resolve().parent / "resources" / EXAMPLES[name]
+    for folder in (Path(sysconfig.get_path("data")) / "share" / "ner-udf" / "conf",
+                   Path(__file__).resolve().parents[1] / "conf"):
+        if (folder / EXAMPLES[name]).is_file():
+            return folder / EXAMPLES[name]
+    raise UserError(f"{EXAMPLES[name]}: not found in this installation")
+
+
+def init_config_main(argv: list[str]) -> int:
+    """``ner-tag init-config NAME [DEST]``: copy a shipped example to start from."""
+    p = _Parser(prog="ner-tag init-config", description="Write one of the shipped examples to DEST (default: its "
+                "file name in the current directory): the configs local, cluster-cpu, cluster-gpu, or gpu-discovery, "
+                "Spark's GPU discovery script (README \"Deploying\").")
+    p.add_argument("name", choices=list(EXAMPLES))
+    p.add_argument("dest", nargs="?", help="where to write it; an existing file is never replaced")
+    args = p.parse_args(argv)
+    dest = Path(args.dest or EXAMPLES[args.name])
+    try:
+        src = example_file(args.name)
+        with open(dest, "xb") as out:
+            out.write(src.read_bytes())
+    except FileExistsError:
+        print(f"ner-tag: error: {dest} exists; not replaced", file=sys.stderr)
+        return 2
+    except (UserError, OSError) as exc:
+        print(f"ner-tag: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    if src.suffix == ".sh":
+        dest.chmod(0o755)
+    print(f"ner-tag: wrote {dest} (from {src})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from . import job
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["runs"]:
         return runs_main(argv[1:])
+    if argv[:1] == ["init-config"]:
+        return init_config_main(argv[1:])
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = parse_args(argv)
     try:

@@ -1,12 +1,11 @@
-"""One run of the job, top to bottom: preflight -> session -> read -> lock the output -> plan (what
-to tag) -> tag -> write -> check -> commit."""
+"""One run of the job, top to bottom: preflight -> session -> model check -> read -> lock the output
+-> plan (what to tag) -> tag -> write -> check -> commit."""
 
 from __future__ import annotations
 
 import datetime as dt
 import time
 import uuid
-from pathlib import Path
 
 from . import spark as glue
 from .config import Config
@@ -24,19 +23,20 @@ def run(cfg: Config) -> Manifest:
     many documents failed; in every failure the previous output is left as it was."""
     from pyspark import StorageLevel
 
-    # preflight: everything that can be checked before Spark starts
+    # preflight: what can be checked before Spark starts
     if not cfg.output.path:
         raise UserError("output.path: not set; pass --output PATH or set output.path in the config")
     started = dt.datetime.now(dt.timezone.utc)
     t_run = time.perf_counter()
     run_id = started.strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
-    if Path(cfg.model.name).is_dir():  # executors run elsewhere: ship an absolute path
-        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"name": str(Path(cfg.model.name).resolve())})})
-    model_info = check_model(cfg)
 
     # session
     spark = glue.get_session(cfg)
     glue.ship_package(spark)
+
+    # the model: a local directory, one shipped with --archives (each executor finds its own copy:
+    # spark.model_roots) or a hub id
+    model_info = check_model(cfg, glue.model_roots())
 
     # read (lazily: only the schema is checked here)
     source = glue.read_input(spark, cfg)
@@ -103,7 +103,9 @@ def run(cfg: Config) -> Manifest:
                     "phases": phases,
                 },
                 spark={"version": spark.version, "master": spark.sparkContext.master,
-                       "app_id": spark.sparkContext.applicationId, "partitions": partitions},
+                       "app_id": spark.sparkContext.applicationId, "partitions": partitions,
+                       # the config's spark.conf keys as the session has them (spark-submit's win)
+                       "conf": {k: spark.conf.get(k, None) for k in cfg.spark.conf}},
                 output={"path": cfg.output.path, "mode": cfg.output.mode, "tables": list(TABLES)},
             )
             # commit

@@ -20,11 +20,13 @@ _TAGGER = "tagger"                       # tagger counters and milliseconds, sum
 _PEAK_LOAD = "peak_load_rss_mb"          # worker -> peak resident MB during the model load
 _PEAK_TAGGING = "peak_tagging_rss_mb"    # worker -> peak resident MB after it (mark reset at load)
 _PEAK = "peak_rss_mb"                    # worker -> peak resident MB, where the mark cannot be reset
+_WORKER_INFO = "worker_info"             # worker -> {python, model_path, device}: strings, first report kept
 
 
 class CountsParam:
     """Merge rule of the run's accumulator (``pyspark.AccumulatorParam``'s interface): values add
-    up, except under keys starting with ``peak_``, which keep the maximum."""
+    up, except under keys starting with ``peak_``, which keep the maximum, and under
+    ``worker_info``, whose records (strings) are kept as first reported."""
 
     def zero(self, value):
         return {}
@@ -32,6 +34,10 @@ class CountsParam:
     def addInPlace(self, a, b):
         for key, sub in b.items():
             into = a.setdefault(key, {})
+            if key == _WORKER_INFO:
+                for k, v in sub.items():
+                    into.setdefault(k, v)
+                continue
             peak = key.startswith("peak_")
             for k, v in sub.items():
                 into[k] = max(into.get(k, v), v) if peak else into.get(k, 0) + v
@@ -49,6 +55,10 @@ class WorkerMetrics:
         self.acc.add({_LOADS_PER_EXECUTOR: {executor: 1}, _LOADS_PER_WORKER: {worker: 1}})
         if load_peak_mb is not None:
             self.acc.add({_PEAK_LOAD: {worker: load_peak_mb}})
+
+    def worker_info(self, worker: str, **info: str | None) -> None:
+        """What a worker ran with: its Python executable, the model directory it loaded, its device."""
+        self.acc.add({_WORKER_INFO: {worker: info}})
 
     def task_done(self, executor: str, worker: str, worker_pid: int, peak_mb: int | None, peak_reset: bool,
                   stats, ms_task: int) -> None:
@@ -80,6 +90,7 @@ def worker_sections(acc: dict) -> dict[str, Any]:
         "tasks_per_worker": acc.get(_TASKS_PER_WORKER, {}),
         "tagger": acc.get(_TAGGER, {}),
         "worker_peak_rss_mb": worker_peaks(acc),
+        "workers": dict(sorted(acc.get(_WORKER_INFO, {}).items())),
     }
 
 
@@ -143,8 +154,9 @@ class Manifest:
     tasks_per_worker: dict
     tagger: dict
     worker_peak_rss_mb: dict
+    workers: dict        # Python worker (host/pid) -> python, model_path, device
     throughput: dict     # seconds, documents_per_s, tokens_per_s, phases
-    spark: dict          # version, master, app_id, partitions
+    spark: dict          # version, master, app_id, partitions, conf (the config's spark.conf keys, as in effect)
     output: dict         # path, mode, tables
 
     def to_dict(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import os
 import threading
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -43,6 +44,8 @@ class LoadedModel:
     peak_reset: bool = False
     # batches are padded up to a multiple of this many tokens (ModelConfig.length_multiple, resolved)
     length_multiple: int = 1
+    # the directory the weights were read from (a hub id's: its snapshot in the HF cache), or None
+    path: str | None = None
 
 
 def peak_rss_mb(reset: bool = False) -> tuple[int | None, bool]:
@@ -268,4 +271,16 @@ def _load(cfg: ModelConfig, device: str) -> LoadedModel:
         precision=cfg.precision,
         forward=forward,
         length_multiple=length_multiple,
+        path=_model_path(cfg),
     )
+
+
+def _model_path(cfg: ModelConfig) -> str | None:
+    if Path(cfg.name).is_dir():
+        return os.path.abspath(cfg.name)
+    try:  # a hub id: the snapshot it was just loaded from
+        from transformers.utils import cached_file
+
+        return os.path.dirname(cached_file(cfg.name, "config.json", revision=cfg.revision))
+    except Exception:  # noqa: BLE001 - only a record: never fail a load over it
+        return None

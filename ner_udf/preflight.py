@@ -15,13 +15,27 @@ from .config import Config
 from .errors import UserError, one_line
 
 
-def check_model(cfg: Config) -> dict:
+def find_model_dir(name: str, roots: list[Path]) -> Path | None:
+    """The model directory ``name`` names: itself if it is one (absolute, or relative to the working
+    directory), else the first ``root / name`` that is one; None for a hub id. Each executor
+    resolves it again, so that ``--archives model.tar.gz#model`` with ``model.name: model`` finds
+    the copy Spark unpacked beside that executor."""
+    if Path(name).is_dir():
+        return Path(name)
+    if looks_like_path(name) and Path(name).is_absolute():
+        return None
+    return next((root / name for root in roots if (root / name).is_dir()), None)
+
+
+def check_model(cfg: Config, roots: list[Path] = ()) -> dict:
     """Fail fast if the model cannot be used; return what the manifest records about it (the
-    weights' sha256 is computed in the background: read it with ``str()``)."""
+    weights' sha256 is computed in the background: read it with ``str()``). A relative directory
+    name is also looked for under ``roots`` (:func:`find_model_dir`)."""
     name, rev = cfg.model.name, cfg.model.revision
-    info: dict = {"name": name, "revision": rev}
-    local = Path(name)
-    if local.is_dir():
+    info: dict = {"name": name, "revision": rev, "path": None}
+    local = find_model_dir(name, list(roots))
+    if local is not None:
+        info["path"] = str(local.resolve())
         mconf = _local_config(local)
         if not any((local / f).exists() for f in ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model")):
             raise UserError(f"model.name: no tokenizer files (tokenizer.json or vocab.txt) in {name!r}")

@@ -7,7 +7,9 @@ executor. Every input row comes out as exactly one ``documents`` row.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -50,20 +52,27 @@ RUN_ID = "run_id"  # the run that tagged the row
 
 
 def get_session(cfg: Config) -> SparkSession:
-    """The SparkSession: spark-submit's (it set the master), else a local one for ``ner-tag``."""
-    from pyspark import SparkConf
+    """The SparkSession: spark-submit's (it set the master), else a local one for ``ner-tag``.
+
+    ``spark.master`` and ``spark.conf`` from the config are defaults: a setting that spark-submit
+    (``--master``, ``--conf``, ``spark-defaults.conf``) already made wins over the config file."""
+    from pyspark import SparkConf, SparkContext
 
     builder = SparkSession.builder.appName(cfg.spark.app_name)
     under_submit = "PYSPARK_GATEWAY_PORT" in os.environ  # spark-submit started the JVM and set the master
-    if cfg.spark.master:
+    if under_submit:
+        SparkContext._ensure_initialized()  # connect to spark-submit's JVM, so that SparkConf() reads it
+    preset = SparkConf()  # what spark-submit passed to the JVM (empty before a JVM runs)
+    if cfg.spark.master and not preset.contains("spark.master"):
         builder = builder.master(cfg.spark.master)
-    elif not under_submit and not SparkConf().contains("spark.master"):  # in-process `ner-tag`
+    elif not under_submit and not preset.contains("spark.master"):  # in-process `ner-tag`
         builder = builder.master("local[*]")
     if not under_submit:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers use this interpreter
     builder = builder.config("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.spark.arrow_batch_rows))
     for k, v in cfg.spark.conf.items():
-        builder = builder.config(k, str(v))
+        if not preset.contains(k):
+            builder = builder.config(k, str(v))
     try:
         return builder.getOrCreate()
     except Exception as exc:  # noqa: BLE001 - e.g. spark.task.cpus above the executors' cores
@@ -71,13 +80,43 @@ def get_session(cfg: Config) -> SparkSession:
 
 
 def ship_package(spark: SparkSession) -> None:
-    """Make ``ner_udf`` importable on executors even where it is not installed."""
+    """Make ``ner_udf`` importable on executors even where it is not installed (the zip is removed
+    when this process ends)."""
     pkg = Path(__file__).resolve().parent
-    target = Path(tempfile.mkdtemp(prefix="ner_udf-")) / "ner_udf.zip"
+    folder = tempfile.mkdtemp(prefix="ner_udf-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    target = Path(folder) / "ner_udf.zip"
     with zipfile.ZipFile(target, "w") as zf:
         for f in pkg.rglob("*.py"):
             zf.write(f, f.relative_to(pkg.parent))
     spark.sparkContext.addPyFile(str(target))
+
+
+def model_roots(driver_cwd: str | None = None) -> list[Path]:
+    """Where a relative ``model.name`` is looked for, in order: the working directory (an executor's
+    holds what ``--archives model.tar.gz#model`` unpacked), the driver's working directory (local
+    masters), and Spark's files directory (the driver's copy of ``--archives``)."""
+    from pyspark import SparkFiles
+
+    roots = [Path.cwd()]
+    if driver_cwd:
+        roots.append(Path(driver_cwd))
+    try:
+        roots.append(Path(SparkFiles.getRootDirectory()))
+    except Exception:  # noqa: BLE001 - no SparkContext / not in a task: nothing shipped to look in
+        pass
+    return roots
+
+
+def task_device(model_device: str, ctx) -> str | None:
+    """The device a task runs on: ``cuda:<address>`` of the first GPU Spark assigned to the task
+    (``spark.task.resource.gpu.amount``), else None (``model.device`` decides)."""
+    if ctx is None or model_device == "cpu":
+        return None
+    gpus = ctx.resources().get("gpu")
+    if gpus is not None and gpus.addresses:
+        return f"cuda:{gpus.addresses[0]}"
+    return None
 
 
 def quiet() -> None:
@@ -179,33 +218,32 @@ def _executor_key() -> str:
     return f"{socket.gethostname()}/{os.getppid()}"
 
 
-def make_tag_fn(cfg_json: str, loads_acc):
+def make_tag_fn(cfg_json: str, loads_acc, driver_cwd: str | None = None):
     """The ``mapInPandas`` function; everything heavy is imported and loaded inside the worker."""
     metrics = WorkerMetrics(loads_acc)
 
     def tag_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from . import model as model_mod
+        from .preflight import find_model_dir
         from .tagger import Tagger
 
         task_start = time.perf_counter()
         cfg = Config.model_validate_json(cfg_json)
-        device = None
-        ctx = TaskContext.get()
-        if ctx is not None and cfg.model.device != "cpu":
-            gpus = ctx.resources().get("gpu")
-            if gpus is not None and gpus.addresses:
-                device = f"cuda:{gpus.addresses[0]}"
+        device = task_device(cfg.model.device, TaskContext.get())
         worker = f"{socket.gethostname()}/{os.getpid()}"
         loaded = tagger = None
         for pdf in batches:
             if len(pdf) == 0:
                 continue
             if tagger is None:  # loaded on the first rows: a task with nothing to tag loads nothing
+                local = find_model_dir(cfg.model.name, model_roots(driver_cwd))
+                model_cfg = cfg.model if local is None else cfg.model.model_copy(update={"name": str(local)})
                 before = model_mod.LOAD_COUNT
-                loaded = model_mod.load_model(cfg.model, device=device)
+                loaded = model_mod.load_model(model_cfg, device=device)
                 if model_mod.LOAD_COUNT != before:
                     metrics.model_loaded(_executor_key(), worker, int((time.perf_counter() - task_start) * 1000),
                                          loaded.load_peak_rss_mb)
+                    metrics.worker_info(worker, python=sys.executable, model_path=loaded.path, device=loaded.device)
                 tagger = Tagger.from_loaded(loaded, cfg.tagging)
             yield _tag_frame(pdf, tagger)
         if tagger is None:
@@ -264,7 +302,7 @@ def tag(df: DataFrame, cfg: Config, loads_acc, partitions: int) -> DataFrame:
     the tagger tags them once."""
     if partitions:
         df = df.repartition(partitions, F.xxhash64(F.col(_TEXT)))
-    fn = make_tag_fn(cfg.model_dump_json(), loads_acc)
+    fn = make_tag_fn(cfg.model_dump_json(), loads_acc, os.getcwd())
     return df.mapInPandas(fn, tagged_schema(df))
 
 
