@@ -106,12 +106,13 @@ EXAMPLES = {"local": "local.yaml", "cluster-cpu": "cluster-cpu.yaml", "cluster-g
 
 
 def example_file(name: str) -> Path:
-    """A shipped example: the configs (installed under ``<prefix>/share/ner-udf/conf``, or ``conf/``
-    beside the package in a clone) and the GPU discovery script (package data)."""
+    """A shipped example: the configs (``conf/`` beside the package in a clone, else installed under
+    ``<prefix>/share/ner-udf/conf``) and the GPU discovery script (package data)."""
     if name == "gpu-discovery":
         return Path(__file__).resolve().parent / "resources" / EXAMPLES[name]
-    for folder in (Path(sysconfig.get_path("data")) / "share" / "ner-udf" / "conf",
-                   Path(__file__).resolve().parents[1] / "conf"):
+    clone = Path(__file__).resolve().parents[1]  # a source checkout (editable install): its conf/ is current
+    folders = [clone / "conf"] if (clone / "pyproject.toml").is_file() else []
+    for folder in (*folders, Path(sysconfig.get_path("data")) / "share" / "ner-udf" / "conf"):
         if (folder / EXAMPLES[name]).is_file():
             return folder / EXAMPLES[name]
     raise UserError(f"{EXAMPLES[name]}: not found in this installation")

@@ -243,7 +243,8 @@ def make_tag_fn(cfg_json: str, loads_acc, driver_cwd: str | None = None):
                 if model_mod.LOAD_COUNT != before:
                     metrics.model_loaded(_executor_key(), worker, int((time.perf_counter() - task_start) * 1000),
                                          loaded.load_peak_rss_mb)
-                    metrics.worker_info(worker, python=sys.executable, model_path=loaded.path, device=loaded.device)
+                # every task: a worker that kept the model from an earlier run is recorded too
+                metrics.worker_info(worker, python=sys.executable, model_path=loaded.path, device=loaded.device)
                 tagger = Tagger.from_loaded(loaded, cfg.tagging)
             yield _tag_frame(pdf, tagger)
         if tagger is None:

@@ -79,7 +79,7 @@ def test_entities_equal_tagger_and_pipeline(job_run, tiny_model_dir):
     assert n > 300
 
 
-def test_documents_and_manifest(job_run, tiny_model_dir):
+def test_documents_and_manifest(job_run):
     out, ids, texts = job_run
     docs = read(out, "documents")
     assert [d[0] for d in docs] == ids
@@ -103,9 +103,10 @@ def test_documents_and_manifest(job_run, tiny_model_dir):
     assert all(p["load"] > 50 and p["tagging"] > 50 for p in peaks.values()), peaks
     workers = manifest["workers"]  # what each Python worker ran with
     assert set(workers) == set(manifest["model_loads_per_worker"]), workers
-    assert all(w == {"python": sys.executable, "model_path": str(tiny_model_dir), "device": "cpu"}
+    model = out.parent / "model"  # job_run's copy of the model
+    assert all(w == {"python": sys.executable, "model_path": str(model), "device": "cpu"}
                for w in workers.values()), workers
-    assert manifest["model"]["path"] == str(tiny_model_dir)
+    assert manifest["model"]["path"] == str(model)
     assert manifest["config"]["tagging"]["stride"] == 12
     assert not list(out.glob("_tmp-*"))
 
