@@ -8,6 +8,10 @@ used, an output another run is writing); the CLI prints its message as one line 
 
 from __future__ import annotations
 
+import re
+
+_SPARK_ERROR_CLASS = re.compile(r"\[[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*\] ")
+
 
 class UserError(ValueError):
     """A mistake the user can fix; its message is one line naming the key, the bad value and what
@@ -33,9 +37,17 @@ def failure_reason(exc: BaseException) -> str:
     if isinstance(exc, (UserError, RunFailed)):
         return one_line(exc)
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    culprits = [ln for ln in lines if ("Error" in ln or "Exception" in ln) and ":" in ln and not ln.startswith("File ")]
+    lines = [ln for ln in lines if not ln.startswith(("at ", "File ", "..."))]  # stack frames
+    marker = f"{UserError.__name__}: "  # a user error raised in a worker: its message is the line
+    for ln in reversed(lines):
+        if marker in ln:
+            return ln.split(marker, 1)[1]
+    # Spark's own errors name their class first, e.g. [FAILED_READ_FILE.PARQUET_COLUMN_DATA_TYPE_MISMATCH]
+    # Error while reading file ...part-b.parquet. Data type mismatches ... column [doc_id] ...
+    classed = [ln for ln in lines if _SPARK_ERROR_CLASS.search(ln)]
+    if classed:  # from the class on: what failed, not which task's attempt
+        return classed[0][_SPARK_ERROR_CLASS.search(classed[0]).start():]
+    culprits = [ln for ln in lines if ("Error" in ln or "Exception" in ln) and ":" in ln]
     if not culprits:
         return f"{type(exc).__name__}: {lines[0] if lines else ''}"
-    line = culprits[-1].lstrip(": ")  # py4j puts the Java exception after ": "
-    marker = f"{UserError.__name__}: "  # a user error raised in a worker: its message is the line
-    return line.split(marker, 1)[1] if marker in line else line
+    return culprits[-1].lstrip(": ")  # py4j puts the Java exception after ": "

@@ -51,6 +51,8 @@ class LocalFS:
         return os.path.lexists(path)
 
     def mkdirs(self, path: str) -> None:
+        if os.path.lexists(path) and not os.path.isdir(path):
+            raise NotADirectoryError(f"{path} is a file, not a directory")
         os.makedirs(path, exist_ok=True)
 
     def listdir(self, path: str) -> list[str]:
@@ -136,7 +138,10 @@ class HadoopFS:
         return bool(self.fs.exists(self._Path(path)))
 
     def mkdirs(self, path: str) -> None:
-        if not self.fs.mkdirs(self._Path(path)):
+        p = self._Path(path)
+        if self.fs.exists(p) and self.fs.getFileStatus(p).isFile():
+            raise NotADirectoryError(f"{path} is a file, not a directory")
+        if not self.fs.mkdirs(p):
             raise OSError(f"cannot create directory {path}")
 
     def listdir(self, path: str) -> list[str]:

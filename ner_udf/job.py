@@ -7,6 +7,8 @@ import datetime as dt
 import time
 import uuid
 
+from pyspark.sql import functions as F
+
 from . import spark as glue
 from .config import Config
 from .errors import RunFailed, UserError, one_line
@@ -77,6 +79,7 @@ def run(cfg: Config) -> Manifest:
                 "skipped": read - counts["documents"]["total"],
                 "tagged": counts["documents"].get("ok", 0) + counts["documents"].get("error", 0),
                 "retried": retried.count() if previous is not None else 0,
+                "null_ids": tagged.where(F.col("doc_id").isNull()).count(),  # status error, not tagged
             }
             counts["table"] = {name: glue.read_table(spark, store.staging(name)).count() for name in tables}
             phases["summarize"] = round(time.perf_counter() - t, 3)
@@ -85,7 +88,7 @@ def run(cfg: Config) -> Manifest:
 
             # check
             check_errors(counts["documents"] if previous is None else glue.status_counts(tagged, retried),
-                         tagged, cfg.tagging.max_error_fraction)
+                         tagged, cfg.tagging.max_error_fraction, counts["input"]["null_ids"])
 
             manifest = Manifest(
                 run_id=run_id,
@@ -127,15 +130,16 @@ def check_identity(previous: dict, identity: dict, path: str) -> None:
                         f"({'; '.join(changes)}); to re-tag everything use --set output.mode=overwrite")
 
 
-def check_errors(docs: dict, tagged, max_fraction: float) -> None:
+def check_errors(docs: dict, tagged, max_fraction: float, null_ids: int = 0) -> None:
     """Fail the run when more than ``max_fraction`` of the documents that reached the tagger (status
     ``ok`` or ``error`` in ``docs``; null and empty texts do not count) ended with ``error``. An
     incremental run leaves out the documents it retried: one that fails again does not make the
-    output worse, and must not fail every later run."""
-    errors = docs.get("error", 0)
+    output worse, and must not fail every later run. Rows with a null ``doc_id`` (``error``, never
+    tagged: an input problem, counted in ``counts.input.null_ids``) do not count either."""
+    errors = docs.get("error", 0) - null_ids
     considered = errors + docs.get("ok", 0)
-    if errors and errors > max_fraction * considered:
-        first = glue.first_error(tagged)
+    if errors > 0 and errors > max_fraction * considered:
+        first = glue.first_error(tagged.where(F.col("doc_id").isNotNull()))
         where = f"doc_id {first[0]!r}: {one_line(first[1] or '')}" if first else "unknown"
         raise RunFailed(f"{errors} of {considered} documents failed (more than tagging.max_error_fraction="
                         f"{max_fraction:g}); first error, {where}")

@@ -203,12 +203,21 @@ def _load(cfg: ModelConfig, device: str) -> LoadedModel:
         # bf16/fp16 weights are cast while loading: no full fp32 copy in memory (a bf16 worker's
         # peak at load fell from 1.55 to ~0.9 GB)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision, torch.float32)
-        model = AutoModelForTokenClassification.from_pretrained(
-            cfg.name, use_safetensors=None if cfg.allow_pickle else True, dtype=dtype, **kwargs
+        model, info = AutoModelForTokenClassification.from_pretrained(
+            cfg.name, use_safetensors=None if cfg.allow_pickle else True, dtype=dtype, output_loading_info=True,
+            ignore_mismatched_sizes=True, **kwargs  # reported in the loading info: refused below, by name
         )
     except Exception as exc:  # noqa: BLE001 - missing files, bad weights (SafetensorError), wrong shapes
-        hint = "" if cfg.allow_pickle else " (only safetensors weights are loaded unless model.allow_pickle=true)"
+        pickled_only = Path(cfg.name).is_dir() and not list(Path(cfg.name).glob("*.safetensors"))
+        hint = " (only safetensors weights are loaded unless model.allow_pickle=true)" if pickled_only and not \
+            cfg.allow_pickle else ""
         raise UserError(f"model.name: cannot load {cfg.name!r}: {one_line(exc)}{hint}") from exc
+    # transformers' warnings about weights it had to invent are silenced above: they fail the load
+    invented = sorted(set(info.get("missing_keys") or ()) | {str(m[0]) if isinstance(m, tuple) else str(m)
+                                                              for m in info.get("mismatched_keys") or ()})
+    if invented:
+        raise UserError(f"model.name: {cfg.name!r}: weights missing or of the wrong shape, which transformers would "
+                        f"initialise at random: {', '.join(invented[:5])}{' ...' if len(invented) > 5 else ''}")
     if not getattr(tokenizer, "is_fast", False):
         raise UserError(f"model.name: {cfg.name!r} has no fast tokenizer (tokenizer.json); offsets need one")
     model.eval()

@@ -1,7 +1,9 @@
 """Checks run on the driver before any work: can the model be used, and what identifies it.
 
-Cheap on purpose: a local model directory is checked from its files (no transformers import); a hub
-id is resolved with transformers (config + tokenizer, no weights), which also pins the commit.
+Cheap on purpose: a local model directory is checked from its files (its config, the safetensors
+headers, and its class built on the meta device: no weights read); a hub id is resolved with
+transformers (config + tokenizer, no weights), which also pins the commit. Each executor's load
+checks the weights again (:func:`ner_udf.model.load_model`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ def check_model(cfg: Config, roots: list[Path] = ()) -> dict:
         weights = sorted(local.glob("*.safetensors"))
         if not weights and not cfg.model.allow_pickle:
             raise UserError(f"model.name: no *.safetensors weights in {name!r}; convert them or set model.allow_pickle=true")
+        check_labels(name, mconf)
+        if weights:  # pickled weights cannot be read cheaply: each executor's load checks them
+            check_head(name, local, weights)
         info["weights_sha256"] = Digest(weights) if weights else None
         info["resolved_revision"] = rev
     else:
@@ -65,6 +70,58 @@ def check_model(cfg: Config, roots: list[Path] = ()) -> dict:
     if cfg.tagging.max_length and positions and cfg.tagging.max_length > positions:
         raise UserError(f"tagging.max_length: got {cfg.tagging.max_length}; the model has {positions} positions")
     return info
+
+
+def check_labels(name: str, mconf: dict) -> None:
+    """A token-classification model names its labels 0..n-1 (transformers would otherwise invent
+    ``LABEL_0``, ``LABEL_1``)."""
+    id2label = mconf.get("id2label")
+    if not id2label:
+        raise UserError(f"model.name: {name!r} has no labels (no id2label in its config.json)")
+    try:
+        ids = sorted(int(k) for k in id2label)
+    except (TypeError, ValueError):
+        ids = None
+    if ids != list(range(len(id2label))):
+        raise UserError(f"model.name: {name!r}: id2label in config.json must number its labels 0..{len(id2label) - 1}, "
+                        f"got ids {sorted(id2label, key=lambda k: (len(str(k)), str(k)))[:10]}")
+    if mconf.get("num_labels") not in (None, len(id2label)):
+        raise UserError(f"model.name: {name!r}: config.json says num_labels={mconf['num_labels']} but names "
+                        f"{len(id2label)} labels")
+
+
+def check_head(name: str, local: Path, weights: list[Path]) -> None:
+    """Refuse a model whose token-classification head is not in its weights (transformers would
+    initialise it at random and only warn: the entities would be noise) or does not fit its labels.
+    The expected head comes from the model's class built on the meta device (no memory, no weights
+    read); the stored tensors from the safetensors headers."""
+    import torch
+    from transformers import AutoConfig, AutoModelForTokenClassification
+    from safetensors import safe_open
+
+    try:
+        stored = {}
+        for w in weights:
+            with safe_open(str(w), framework="np") as fh:
+                stored.update({k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()})
+    except Exception as exc:  # noqa: BLE001 - not safetensors, truncated header
+        raise UserError(f"model.name: cannot read the weights of {name!r}: {one_line(exc)}") from None
+    try:
+        conf = AutoConfig.from_pretrained(str(local), trust_remote_code=False)
+        with torch.device("meta"):
+            model = AutoModelForTokenClassification.from_config(conf, trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001 - unknown model_type, a config transformers rejects
+        raise UserError(f"model.name: cannot build a token-classification model from {name!r}: {one_line(exc)}") from None
+    prefix = model.base_model_prefix + "."
+    head = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.startswith(prefix)}
+    missing = [k for k in head if k not in stored]
+    if missing:
+        raise UserError(f"model.name: {name!r} has no trained token-classification head ({', '.join(missing)} not in "
+                        "its weights); transformers would initialise one at random")
+    for k, shape in head.items():
+        if stored[k] != shape:
+            raise UserError(f"model.name: {name!r}: its head's {k} has shape {list(stored[k])} but its config's "
+                            f"{conf.num_labels} labels need {list(shape)}")
 
 
 def looks_like_path(name: str) -> bool:

@@ -197,13 +197,15 @@ def plan_incremental(source: DataFrame, prev_docs: DataFrame, prev_ents: DataFra
     kept_ents, retried)``. An input row is skipped when the output holds a document with its
     ``doc_id`` and ``text_sha256`` whose status is not ``error``; every other row is tagged, and
     the committed rows of the ids it tags are dropped (a changed document's old entities are
-    replaced, never duplicated). Committed documents absent from the input are kept."""
+    replaced, never duplicated). Committed documents absent from the input are kept; rows with a
+    null ``doc_id`` are always taken from the input (status ``error``, never tagged)."""
     done = prev_docs.where(F.col("status") != "error").select("doc_id", TEXT_SHA256)
     cond = (source["doc_id"] == done["doc_id"]) & source[TEXT_SHA256].eqNullSafe(done[TEXT_SHA256])
     todo = source.join(done, cond, "left_anti")
     ids = todo.select("doc_id").distinct()
-    kept_docs = prev_docs.join(ids, "doc_id", "left_anti")
-    kept_ents = prev_ents.join(ids, "doc_id", "left_anti")
+    # rows with a null doc_id match nothing: they come again from the input, never kept twice
+    kept_docs = prev_docs.where(F.col("doc_id").isNotNull()).join(ids, "doc_id", "left_anti")
+    kept_ents = prev_ents.where(F.col("doc_id").isNotNull()).join(ids, "doc_id", "left_anti")
     retried = ids.join(prev_docs.where(F.col("status") == "error").select("doc_id"), "doc_id", "left_semi")
     return todo, kept_docs, kept_ents, retried
 
@@ -265,8 +267,12 @@ def _decode(raw) -> tuple[str | None, str | None]:
         return None, f"invalid UTF-8 text: {exc}"
 
 
+NULL_ID_ERROR = "doc_id is null: the row cannot be traced to a document, so it was not tagged"
+
+
 def _tag_frame(pdf: pd.DataFrame, tagger) -> pd.DataFrame:
-    decoded = [_decode(r) for r in pdf[_TEXT].tolist()]
+    decoded = [(None, NULL_ID_ERROR) if null else _decode(raw)
+               for null, raw in zip(pdf["doc_id"].isna().tolist(), pdf[_TEXT].tolist())]
     texts = [t for t, _ in decoded]
     results = tagger.tag(texts)
     out = pdf.drop(columns=[_TEXT])

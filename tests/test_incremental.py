@@ -73,13 +73,13 @@ def nightly(tiny_model_dir, tmp_path_factory):
 
 def test_first_run_tags_everything(nightly):
     _, _, nights, _ = nightly
-    assert nights[0]["manifest"]["counts"]["input"] == {"read": 200, "skipped": 0, "tagged": 200, "retried": 0}
+    assert nights[0]["manifest"]["counts"]["input"] == {"read": 200, "skipped": 0, "tagged": 200, "retried": 0, "null_ids": 0}
 
 
 def test_a_rerun_tags_nothing_and_changes_nothing(nightly):
     _, _, nights, _ = nightly
     m = nights[1]["manifest"]
-    assert m["counts"]["input"] == {"read": 200, "skipped": 200, "tagged": 0, "retried": 0}
+    assert m["counts"]["input"] == {"read": 200, "skipped": 200, "tagged": 0, "retried": 0, "null_ids": 0}
     assert m["tagger"].get("windows", 0) == 0 and m["tagger"].get("tokens_fed", 0) == 0
     assert m["model_loads"] == {}  # nothing to tag: no worker loaded the model
     assert nights[1]["documents"] == nights[0]["documents"]  # run_id included: the rows of the first run
@@ -90,7 +90,7 @@ def test_a_rerun_tags_nothing_and_changes_nothing(nightly):
 def test_new_documents_are_tagged_alone(nightly):
     _, _, nights, _ = nightly
     m = nights[2]["manifest"]
-    assert m["counts"]["input"] == {"read": 220, "skipped": 200, "tagged": 20, "retried": 0}
+    assert m["counts"]["input"] == {"read": 220, "skipped": 200, "tagged": 20, "retried": 0, "null_ids": 0}
     docs = nights[2]["documents"]
     assert sorted(d[0] for d in docs) == list(range(220))  # exactly one row per input id
     run_of = {d[0]: d[-1] for d in docs}
@@ -101,7 +101,7 @@ def test_new_documents_are_tagged_alone(nightly):
 def test_edited_documents_are_retagged_and_their_old_entities_replaced(nightly):
     _, _, nights, edited = nightly
     m = nights[3]["manifest"]
-    assert m["counts"]["input"] == {"read": 220, "skipped": 209, "tagged": 11, "retried": 0}
+    assert m["counts"]["input"] == {"read": 220, "skipped": 209, "tagged": 11, "retried": 0, "null_ids": 0}
     ents = nights[3]["entities"]
     keys = [(e[0], e[3], e[4]) for e in ents]  # doc_id, start, end
     assert len(keys) == len(set(keys))  # no entity twice
@@ -163,7 +163,7 @@ def test_failed_documents_are_retried(tiny_model_dir, tmp_path):
     assert run(tmp_path / "in.parquet", tmp_path / "out", tiny_model_dir, "incremental", *extra) == 0
     assert run(tmp_path / "in.parquet", tmp_path / "out", tiny_model_dir, "incremental", *extra) == 0
     m = manifest(tmp_path / "out")
-    assert m["counts"]["input"] == {"read": 41, "skipped": 40, "tagged": 1, "retried": 1}
+    assert m["counts"]["input"] == {"read": 41, "skipped": 40, "tagged": 1, "retried": 1, "null_ids": 0}
     docs = rows(tmp_path / "out", "documents")
     assert len(docs) == 41 and [d[1] for d in docs if d[0] == 40] == ["error"]
 

@@ -21,6 +21,7 @@ from ner_udf.config import ModelConfig, TaggingConfig
 from ner_udf.model import load_model
 from ner_udf.tagger import Tagger
 from oracle import oracle
+from tiny_model import broken_model
 from texts import corpus, long_corpus
 
 pytestmark = pytest.mark.spark
@@ -94,7 +95,8 @@ def test_documents_and_manifest(job_run):
     manifest = json.loads((out / "manifest.json").read_text())
     assert all(d[8] == hashlib.sha256(texts[d[0]].encode()).hexdigest() for d in docs)  # text_sha256
     assert {d[9] for d in docs} == {e[6] for e in read(out, "entities")} == {manifest["run_id"]}  # run_id
-    assert manifest["counts"]["input"] == {"read": len(ids), "skipped": 0, "tagged": len(ids), "retried": 0}
+    assert manifest["counts"]["input"] == {"read": len(ids), "skipped": 0, "tagged": len(ids), "retried": 0,
+                                           "null_ids": 0}
     assert manifest["counts"]["documents"] == {"total": len(ids), "ok": len(ids)}
     assert manifest["counts"]["entities"]["total"] == len(read(out, "entities"))
     assert sum(manifest["model_loads"].values()) == 2  # local[2]: two Python workers, one load each
@@ -130,8 +132,8 @@ def test_bad_rows_never_fail_the_job(tiny_model_dir, tmp_path):
     assert "invalid UTF-8" in by_id[10][7]
 
 
-def cli(*args, cwd=ROOT):
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+def cli(*args, cwd=ROOT, env=None):
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, **(env or {})}
     return subprocess.run([sys.executable, "jobs/tag_entities.py", *args], cwd=cwd, capture_output=True,
                           text=True, env=env, stdin=subprocess.DEVNULL, timeout=300)
 
@@ -161,6 +163,12 @@ def test_cli_runtime_user_errors(tiny_model_dir, tmp_path):
         (["--input", str(tmp_path / "in.parquet"), "--text-col", "nope"], "column(s) nope not in"),
         (["--input", str(tmp_path / "in.parquet"), "--model", str(tmp_path / "no-model")], "model.name:"),
         (["--input", str(tmp_path / "in.parquet"), "--model", str(tmp_path)], "has no config.json"),
+        (["--output", str(tmp_path / "in.parquet")], "output.path: cannot write to "),  # a file
+        (["--output", str(tmp_path / "in.parquet" / "o")], "output.path: cannot write to "),  # below a file
+        (["--input", str(tmp_path / "in.parquet"), "--model", str(broken_model(tiny_model_dir, tmp_path / "m1", "garbage"))],
+         "model.name: cannot read the weights of "),
+        (["--input", str(tmp_path / "in.parquet"), "--model", str(broken_model(tiny_model_dir, tmp_path / "m2", "no head"))],
+         "has no trained token-classification head (classifier.weight, classifier.bias not in its weights)"),
     ]
     for extra, needle in cases:
         args = ["--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "o"), "--model", str(tiny_model_dir),
@@ -171,6 +179,22 @@ def test_cli_runtime_user_errors(tiny_model_dir, tmp_path):
         assert needle in r.stderr.strip().splitlines()[-1], r.stderr[-2000:]
         assert "Traceback" not in r.stderr
         assert not (tmp_path / "o" / "entities").exists()
+
+
+def test_a_run_leaves_nothing_in_the_temp_folder(tiny_model_dir, tmp_path):
+    """Python's temp files (the package zip shipped to workers) and Spark's (block manager, shuffle,
+    its files directory) all go under one temp folder here; after a committed run and after a
+    failed one it is empty again."""
+    write_corpus(tmp_path / "in.parquet", list(range(30)), corpus(30, seed=53))
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {"TMPDIR": str(tmp), "JAVA_TOOL_OPTIONS": f"-Djava.io.tmpdir={tmp}"}
+    bad = broken_model(tiny_model_dir, tmp_path / "bad", "vocab")
+    for model, rc in ((tiny_model_dir, 0), (bad, 1)):
+        r = cli("--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "o"), "--model", str(model),
+                "--id-col", "id", "--text-col", "body", "--set", "output.mode=overwrite", *SPARK, env=env)
+        assert r.returncode == rc, r.stderr[-3000:]
+        assert sorted(p.name for p in tmp.iterdir()) == [], r.stderr[-2000:]
 
 
 def test_existing_output_is_refused_in_error_mode(tiny_model_dir, tmp_path):
@@ -241,28 +265,10 @@ def test_accumulator_adds_counts_and_keeps_peaks():
     assert worker_peaks(total) == {"h/1": {"load": 1500, "tagging": 900}, "h/2": {"tagging": 950}}
 
 
-def broken_model(src, dst, how):
-    """A copy of ``src`` that loads but fails on every batch (``vocab``: an embedding table of 8
-    rows, so every real token id is out of range) or that cannot load at all (``weights``)."""
-    from safetensors.numpy import load_file, save_file
-
-    shutil.copytree(src, dst)
-    if how == "weights":
-        (dst / "model.safetensors").write_bytes(b"\0not safetensors" * 64)
-        return dst
-    tensors = load_file(src / "model.safetensors")
-    key = next(k for k in tensors if k.endswith("word_embeddings.weight"))
-    tensors[key] = tensors[key][:8].copy()
-    save_file(tensors, dst / "model.safetensors", metadata={"format": "pt"})
-    conf = json.loads((dst / "config.json").read_text())
-    conf["vocab_size"] = 8
-    (dst / "config.json").write_text(json.dumps(conf))
-    return dst
-
-
 @pytest.mark.parametrize("how,needle", [
     ("vocab", "30 of 30 documents failed (more than tagging.max_error_fraction=0.01); first error, doc_id "),
-    ("weights", "model.name: cannot load"),
+    ("shapes", "weights missing or of the wrong shape, which transformers would initialise at random: "
+               "bert.embeddings.word_embeddings.weight"),
 ])
 def test_a_failing_model_fails_the_run_and_keeps_the_previous_output(tiny_model_dir, tmp_path, how, needle):
     write_corpus(tmp_path / "in.parquet", list(range(30)), corpus(30, seed=51))

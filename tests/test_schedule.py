@@ -57,7 +57,8 @@ def test_cron_line_runs_incrementally(rampart_dir, tmp_path):
         assert r.returncode == 0, (tmp_path / "log").read_text()[-3000:]
     counts = [json.loads(p.read_text())["counts"]["input"] for p in sorted((tmp_path / "ner" / "_runs").iterdir())]
     assert counts == [  # the records are named by run id, which starts with the run's start time
-        {"read": 30, "skipped": 0, "tagged": 30, "retried": 0}, {"read": 30, "skipped": 30, "tagged": 0, "retried": 0}]
+        {"read": 30, "skipped": 0, "tagged": 30, "retried": 0, "null_ids": 0},
+        {"read": 30, "skipped": 30, "tagged": 0, "retried": 0, "null_ids": 0}]
     r = subprocess.run([sys.executable, str(ROOT / "jobs" / "tag_entities.py"), "runs", str(tmp_path / "ner")],
                        capture_output=True, text=True, timeout=60)
     lines = r.stdout.strip().splitlines()

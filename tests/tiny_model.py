@@ -97,3 +97,38 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0, max_positions: int = 51
     model.save_pretrained(out, safe_serialization=True)
     fast.save_pretrained(out)
     return out
+
+
+def broken_model(src: Path, dst: Path, how: str) -> Path:
+    """A copy of the model ``src`` with one defect:
+    - ``vocab``: loads, but fails on every batch (an embedding table of 8 rows, so every real token
+      id is out of range);
+    - ``shapes``: passes the driver's checks (config, labels, head) but not the load's (the word
+      embeddings' width differs from the config's hidden size);
+    - ``garbage``: its weights file is not safetensors;
+    - ``no head``: a base model's weights without the token-classification head."""
+    import json
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    shutil.copytree(src, dst)
+    if how == "garbage":
+        (dst / "model.safetensors").write_bytes(b"\0not safetensors" * 64)
+        return dst
+    tensors = load_file(src / "model.safetensors")
+    key = next(k for k in tensors if k.endswith("word_embeddings.weight"))
+    conf = json.loads((dst / "config.json").read_text())
+    if how == "vocab":
+        tensors[key] = tensors[key][:8].copy()
+        conf["vocab_size"] = 8
+    elif how == "shapes":
+        tensors[key] = tensors[key][:, :-1].copy()
+    elif how == "no head":
+        tensors = {k: v for k, v in tensors.items() if not k.startswith("classifier.")}
+        conf.pop("architectures", None)
+    else:
+        raise ValueError(how)
+    save_file(tensors, dst / "model.safetensors", metadata={"format": "pt"})
+    (dst / "config.json").write_text(json.dumps(conf))
+    return dst
