@@ -30,6 +30,7 @@ class InputConfig(_Section):
     id_col: str = "doc_id"
     text_col: str = "text"
     passthrough_cols: tuple[str, ...] = ()
+    merge_schema: bool = False
 
 
 class OutputConfig(_Section):

@@ -162,6 +162,8 @@ def read_input(spark: SparkSession, cfg: Config) -> DataFrame:
     reader = spark.read
     if inp.base_path:
         reader = reader.option("basePath", inp.base_path)
+    if inp.merge_schema:  # columns some files lack read as null there
+        reader = reader.option("mergeSchema", "true")
     try:
         df = reader.parquet(inp.path)
     except Exception as exc:  # noqa: BLE001 - AnalysisException and friends
@@ -175,6 +177,7 @@ def read_input(spark: SparkSession, cfg: Config) -> DataFrame:
         raise UserError(
             f"input: column(s) {', '.join(missing)} not in {inp.path!r}; available: {', '.join(df.columns)}"
         )
+    check_input_files(df.inputFiles(), inp)
     text_type = df.schema[inp.text_col].dataType
     if not isinstance(text_type, (T.StringType, T.BinaryType)):
         raise UserError(f"input.text_col: column {inp.text_col!r} is {text_type.simpleString()}, not string")
@@ -190,6 +193,55 @@ def read_input(spark: SparkSession, cfg: Config) -> DataFrame:
         F.sha2(text, 256).alias(TEXT_SHA256),
         *[F.col(c) for c in inp.passthrough_cols],
     )
+
+
+def _type_name(t) -> str:
+    """A Parquet column's type as the check compares it: exact, except that pyarrow's large_ variants
+    are the same Parquet type. Strict on purpose: with input.merge_schema Spark refused to merge an
+    int32 file's column with an int64 file's, and a string file beside an int64 one fails the run
+    at read time."""
+    import pyarrow as pa
+
+    return {pa.large_string(): "string", pa.large_binary(): "binary"}.get(t, str(t))
+
+
+def check_input_files(files: list[str], inp) -> None:
+    """Before any work: the input's files agree on the columns the job uses. Files whose column has
+    another type (int64 here, string there) would fail the run after the other files were read; a
+    pass-through column missing from some files would silently read as null. Both are a
+    :class:`UserError` naming the column, the types and one file of each, unless
+    ``input.merge_schema`` allows the missing column. Reads the Parquet footers of local files;
+    other file systems are left to Spark's read (a type conflict then fails the run, exit 1, with
+    Spark's line naming the file)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from urllib.parse import unquote, urlparse
+
+    import pyarrow.parquet as pq
+
+    if len(files) < 2 or any(urlparse(f).scheme not in ("file", "") for f in files):
+        return
+    paths = [unquote(urlparse(f).path) for f in files]
+    with ThreadPoolExecutor(8) as pool:
+        schemas = list(pool.map(pq.read_schema, paths))
+    for col in dict.fromkeys([inp.id_col, inp.text_col, *inp.passthrough_cols]):
+        kinds: dict[str, tuple[str, str]] = {}
+        lacking = []
+        for path, schema in zip(paths, schemas):
+            idx = schema.get_field_index(col)
+            if idx < 0:
+                lacking.append(path)
+                continue
+            kind = _type_name(schema.field(idx).type)
+            kinds.setdefault(kind, (kind, path))
+        if not kinds:
+            continue  # in no file: a partition column (day=...), Spark makes it
+        if len(kinds) > 1:
+            seen = "; ".join(f"{t} in {p}" for t, p in kinds.values())
+            raise UserError(f"input: the files of {inp.path!r} disagree on column {col!r}: {seen}")
+        if lacking and (col in (inp.id_col, inp.text_col) or not inp.merge_schema):
+            hint = "" if col in (inp.id_col, inp.text_col) else "; set input.merge_schema: true to read it as null there"
+            raise UserError(f"input: column {col!r} is missing from {len(lacking)} of {len(paths)} files of "
+                            f"{inp.path!r}, e.g. {lacking[0]}{hint}")
 
 
 def plan_incremental(source: DataFrame, prev_docs: DataFrame, prev_ents: DataFrame):

@@ -43,14 +43,47 @@ def test_null_doc_ids_get_an_error_row_and_no_entities(tiny_model_dir, tmp_path)
         assert manifest["counts"]["input"]["skipped"] == (0 if night == 1 else 36)
 
 
-def test_files_that_disagree_on_a_column_type_fail_naming_the_file_and_column(tiny_model_dir, tmp_path, capsys):
+def test_files_that_disagree_on_a_column_type_are_refused_before_any_work(tiny_model_dir, tmp_path, capsys):
     inp = tmp_path / "in"
     inp.mkdir()
     texts = corpus(20, seed=163)
     pq.write_table(pa.table({"doc_id": pa.array(range(10), pa.int64()), "text": texts[:10]}), inp / "part-a.parquet")
     pq.write_table(pa.table({"doc_id": [str(i) for i in range(10, 20)], "text": texts[10:]}), inp / "part-b.parquet")
-    assert run(inp, tmp_path / "o", tiny_model_dir) == 1
+    assert run(inp, tmp_path / "o", tiny_model_dir) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert line.startswith("ner-tag: run failed, nothing committed: [FAILED_READ_FILE.PARQUET_COLUMN_DATA_TYPE_MISMATCH]")
-    assert "part-" in line and "column [doc_id]" in line, line
-    assert not (tmp_path / "o" / "documents").exists()
+    assert line == (f"ner-tag: error: input: the files of {str(inp)!r} disagree on column 'doc_id': "
+                    f"int64 in {inp}/part-a.parquet; string in {inp}/part-b.parquet"), line
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_pass_through_column_missing_from_some_files_is_refused_unless_merge_schema(tiny_model_dir, tmp_path, capsys):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    texts = corpus(20, seed=165)
+    pq.write_table(pa.table({"doc_id": pa.array(range(10), pa.int64()), "text": texts[:10], "lang": ["en"] * 10}),
+                   inp / "part-a.parquet")
+    pq.write_table(pa.table({"doc_id": pa.array(range(10, 20), pa.int64()), "text": texts[10:]}), inp / "part-b.parquet")
+    assert run(inp, tmp_path / "o", tiny_model_dir, "--set", "input.passthrough_cols=[lang]") == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == (f"ner-tag: error: input: column 'lang' is missing from 1 of 2 files of {str(inp)!r}, e.g. "
+                    f"{inp}/part-b.parquet; set input.merge_schema: true to read it as null there"), line
+    assert run(inp, tmp_path / "o", tiny_model_dir, "--set", "input.passthrough_cols=[lang]",
+               "--set", "input.merge_schema=true") == 0
+    docs = pq.read_table(tmp_path / "o" / "documents").select(["doc_id", "lang"]).to_pylist()
+    assert sorted((d["doc_id"], d["lang"]) for d in docs) == [(i, "en" if i < 10 else None) for i in range(20)]
+
+
+def test_spark_errors_are_named_by_their_error_class_not_a_stack_frame():
+    """What a failed read on another file system ends with (there the footers are not checked)."""
+    from ner_udf.errors import failure_reason
+
+    msg = ("An error occurred while calling o123.parquet.\n: org.apache.spark.SparkException: Job aborted due to stage "
+           "failure: Task 0 in stage 1.0 failed 1 times, most recent failure: Lost task 0.0 in stage 1.0 (TID 1) "
+           "(127.0.0.1 executor driver): org.apache.spark.SparkException: [FAILED_READ_FILE.PARQUET_COLUMN_DATA_TYPE_"
+           "MISMATCH] Error while reading file s3a://lake/part-b.parquet. Data type mismatches when reading Parquet "
+           "column [doc_id].\n\tat org.apache.spark.util.SparkErrorUtils.tryWithSafeFinally$(SparkErrorUtils.scala:83)\n"
+           "Caused by: org.apache.spark.sql.execution.datasources.SchemaColumnConvertNotSupportedException: column: "
+           "[doc_id]\n\tat org.apache.parquet.X.y(X.java:1)\n")
+    assert failure_reason(RuntimeError(msg)) == (
+        "[FAILED_READ_FILE.PARQUET_COLUMN_DATA_TYPE_MISMATCH] Error while reading file s3a://lake/part-b.parquet. "
+        "Data type mismatches when reading Parquet column [doc_id].")
