@@ -61,6 +61,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--aggregation", choices=STRATEGIES, help="entity aggregation strategy (default simple)")
     p.add_argument("--max-length", dest="max_length", type=int, help="window size in tokens, special tokens included")
     p.add_argument("--stride", type=int, help="tokens shared by consecutive windows")
+    p.add_argument("--quiet", action="store_true", help="no progress line (by default one every 10 s on stderr)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set model.precision=bf16 (repeatable)")
     return p.parse_args(argv)
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         cfg = build_config(args)
-        manifest = job.run(cfg)
+        manifest = job.run(cfg, progress_every_s=None if args.quiet else 10.0)
     except UserError as exc:
         _last_word()
         print(f"ner-tag: error: {exc}", file=sys.stderr, flush=True)

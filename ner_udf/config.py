@@ -31,6 +31,7 @@ class InputConfig(_Section):
     text_col: str = "text"
     passthrough_cols: tuple[str, ...] = ()
     merge_schema: bool = False
+    require_ids: bool = False  # true: a null id column value is a user error (exit 2), not a status=error row
 
 
 class OutputConfig(_Section):

@@ -13,12 +13,14 @@ from . import spark as glue
 from .config import Config
 from .errors import RunFailed, UserError, one_line
 from .manifest import CountsParam, Manifest, identity_changes, model_identity, worker_sections
+from .monitor import RunMonitor
 from .preflight import check_model
 from .store import TABLES, OutputStore
 
 
-def run(cfg: Config) -> Manifest:
-    """Run the job and return the committed run's manifest.
+def run(cfg: Config, progress_every_s: float | None = 10.0) -> Manifest:
+    """Run the job and return the committed run's manifest; a progress line goes to stderr every
+    ``progress_every_s`` seconds (None: never).
 
     Raises :class:`UserError` before any work when the configuration, the input, the model or the
     output cannot be used (or another live run is writing the output), :class:`RunFailed` when too
@@ -43,8 +45,10 @@ def run(cfg: Config) -> Manifest:
     # read (lazily: only the schema is checked here)
     source = glue.read_input(spark, cfg)
 
-    # lock the output, repair what an interrupted run left, stage this run's tables
-    with OutputStore.for_output(spark, cfg.output, run_id, started.isoformat()).open() as store:
+    # lock the output, repair what an interrupted run left, stage this run's tables; watch the
+    # run's Spark jobs (progress line, workers' reports, faults)
+    with OutputStore.for_output(spark, cfg.output, run_id, started.isoformat()).open() as store, \
+            RunMonitor(spark, run_id, progress_every_s) as monitor:
         # what to tag: every input row, or (incremental) the rows the output lacks
         passthrough = cfg.input.passthrough_cols
         todo, previous = source, None
@@ -57,7 +61,7 @@ def run(cfg: Config) -> Manifest:
         acc = spark.sparkContext.accumulator({}, CountsParam())
         partitions = cfg.spark.partitions or glue.task_slots(spark) * 4  # a few tasks per slot
         t0 = time.perf_counter()
-        tagged = glue.tag(todo, cfg, acc, partitions).persist(StorageLevel.MEMORY_AND_DISK)
+        tagged = glue.tag(todo, cfg, acc, partitions, monitor.address).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             tables = {"entities": glue.entities_table(tagged, passthrough, run_id),
                       "documents": glue.documents_table(tagged, passthrough, run_id)}
@@ -68,10 +72,12 @@ def run(cfg: Config) -> Manifest:
             # write: the first action reads, tags and writes entities/
             phases = {}
             for name, frame in tables.items():
+                monitor.phase("tagging and writing entities" if name == "entities" else f"writing {name}")
                 t = time.perf_counter()
                 frame.write.mode("overwrite").partitionBy(*cfg.output.partition_by).parquet(store.staging(name))
                 phases[f"write_{name}"] = round(time.perf_counter() - t, 3)
             t = time.perf_counter()
+            monitor.phase("counting")
             counts = glue.summarize(tagged)
             read = source.count()
             counts["input"] = {
@@ -98,7 +104,7 @@ def run(cfg: Config) -> Manifest:
                 model_identity=model_identity(model_info, cfg),  # the weights' sha256 is ready by now
                 config=cfg.to_dict(),
                 counts=counts,
-                **worker_sections(acc.value),
+                **worker_sections(acc.value, monitor.records()),
                 throughput={
                     "seconds": round(seconds, 3),
                     "documents_per_s": round(counts["documents"]["total"] / seconds, 2),
@@ -109,9 +115,11 @@ def run(cfg: Config) -> Manifest:
                        "app_id": spark.sparkContext.applicationId, "partitions": partitions,
                        # the config's spark.conf keys as the session has them (spark-submit's win)
                        "conf": {k: spark.conf.get(k, None) for k in cfg.spark.conf}},
+                faults=monitor.faults(),
                 output={"path": cfg.output.path, "mode": cfg.output.mode, "tables": list(TABLES)},
             )
             # commit
+            monitor.phase("committing")
             store.commit(manifest.to_json())
         finally:
             tagged.unpersist()

@@ -12,6 +12,8 @@ import dataclasses
 import json
 from typing import Any
 
+from . import events
+
 # accumulator keys: {key: {subkey: int}}
 _LOADS_PER_EXECUTOR = "executors"        # executor (host/daemon pid) -> model loads
 _LOADS_PER_WORKER = "workers"            # Python worker (host/pid) -> model loads
@@ -82,16 +84,40 @@ def worker_peaks(acc: dict) -> dict:
     return dict(sorted(out.items()))
 
 
-def worker_sections(acc: dict) -> dict[str, Any]:
-    """The manifest's per-worker sections, from the accumulator's final value."""
+def worker_sections(acc: dict, records: list[dict] = ()) -> dict[str, Any]:
+    """The manifest's per-worker sections, from the accumulator's final value and the workers'
+    reports (:mod:`ner_udf.events`). The accumulator holds successful task attempts only; the
+    reports also hold attempts that failed (a worker killed after it loaded the model), so model
+    loads and peaks take, per executor or worker, the larger of the two (a worker that could not
+    reach the driver is then still counted through the accumulator)."""
+    acc = {k: dict(v) for k, v in acc.items()}
+    reported: dict[str, dict] = {}
+    for r in records:
+        if r.get("e") == events.LOAD:
+            for key, sub in ((_LOADS_PER_EXECUTOR, r["executor"]), (_LOADS_PER_WORKER, r["worker"])):
+                reported.setdefault(key, {})[sub] = reported.get(key, {}).get(sub, 0) + 1
+            if r.get("peak_mb") is not None:
+                _keep_max(reported, _PEAK_LOAD, r["worker"], r["peak_mb"])
+            acc.setdefault(_WORKER_INFO, {}).setdefault(
+                r["worker"], {k: r.get(k) for k in ("python", "model_path", "device")})
+        elif r.get("e") == events.TASK and r.get("peak_mb") is not None:
+            _keep_max(reported, _PEAK_TAGGING if r.get("peak_reset") else _PEAK, r["worker"], r["peak_mb"])
+    for key, sub in reported.items():
+        for k, v in sub.items():
+            _keep_max(acc, key, k, v)
     return {
-        "model_loads": acc.get(_LOADS_PER_EXECUTOR, {}),
-        "model_loads_per_worker": acc.get(_LOADS_PER_WORKER, {}),
+        "model_loads": dict(sorted(acc.get(_LOADS_PER_EXECUTOR, {}).items())),
+        "model_loads_per_worker": dict(sorted(acc.get(_LOADS_PER_WORKER, {}).items())),
         "tasks_per_worker": acc.get(_TASKS_PER_WORKER, {}),
         "tagger": acc.get(_TAGGER, {}),
         "worker_peak_rss_mb": worker_peaks(acc),
         "workers": dict(sorted(acc.get(_WORKER_INFO, {}).items())),
     }
+
+
+def _keep_max(d: dict, key: str, sub: str, value: int) -> None:
+    into = d.setdefault(key, {})
+    into[sub] = max(into.get(sub, value), value)
 
 
 def model_identity(model_info: dict, cfg) -> dict:
@@ -149,14 +175,15 @@ class Manifest:
     config: dict         # the effective configuration
     counts: dict         # this run's documents by status, entities by label, tokens, windows; input
                          # (read, skipped, tagged, retried); table (rows in the committed tables)
-    model_loads: dict
+    model_loads: dict    # executor (host/pid of its Python daemon) -> model loads, failed attempts included
     model_loads_per_worker: dict
-    tasks_per_worker: dict
-    tagger: dict
-    worker_peak_rss_mb: dict
+    tasks_per_worker: dict  # successful task attempts per Python worker
+    tagger: dict         # tagger counters and milliseconds, summed over successful task attempts
+    worker_peak_rss_mb: dict  # failed attempts included, where their worker reported before it died
     workers: dict        # Python worker (host/pid) -> python, model_path, device
     throughput: dict     # seconds, documents_per_s, tokens_per_s, phases
     spark: dict          # version, master, app_id, partitions, conf (the config's spark.conf keys, as in effect)
+    faults: dict         # failed/killed task attempts (first reasons), stages retried, executors lost (RunMonitor)
     output: dict         # path, mode, tables
 
     def to_dict(self) -> dict[str, Any]:

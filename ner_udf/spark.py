@@ -24,6 +24,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from . import events
 from .config import Config
 from .errors import UserError, failure_reason, one_line
 from .manifest import WorkerMetrics
@@ -177,7 +178,9 @@ def read_input(spark: SparkSession, cfg: Config) -> DataFrame:
         raise UserError(
             f"input: column(s) {', '.join(missing)} not in {inp.path!r}; available: {', '.join(df.columns)}"
         )
-    check_input_files(df.inputFiles(), inp)
+    files = df.inputFiles()
+    if len(files) > 1:
+        check_input_files(files, footer_columns(spark, files, wanted), inp)
     text_type = df.schema[inp.text_col].dataType
     if not isinstance(text_type, (T.StringType, T.BinaryType)):
         raise UserError(f"input.text_col: column {inp.text_col!r} is {text_type.simpleString()}, not string")
@@ -186,6 +189,12 @@ def read_input(spark: SparkSession, cfg: Config) -> DataFrame:
             df = df.where(F.expr(inp.where))
         except Exception as exc:  # noqa: BLE001 - ParseException, AnalysisException
             raise UserError(f"input.where: got {inp.where!r}: {one_line(exc)}; columns: {', '.join(df.columns)}") from None
+    if inp.require_ids:  # one scan of the id column, before any work
+        nulls = df.where(F.col(inp.id_col).isNull()).count()
+        if nulls:
+            raise UserError(f"input.require_ids: {nulls} row(s) of {inp.path!r} have a null {inp.id_col!r}; fix or "
+                            "filter them (input.where), or set input.require_ids: false to keep them as "
+                            "status=error rows")
     text = F.col(inp.text_col).cast("binary")
     return df.select(
         F.col(inp.id_col).alias("doc_id"),
@@ -195,44 +204,81 @@ def read_input(spark: SparkSession, cfg: Config) -> DataFrame:
     )
 
 
-def _type_name(t) -> str:
-    """A Parquet column's type as the check compares it: exact, except that pyarrow's large_ variants
-    are the same Parquet type. Strict on purpose: with input.merge_schema Spark refused to merge an
-    int32 file's column with an int64 file's, and a string file beside an int64 one fails the run
-    at read time."""
+def _arrow_type_name(t) -> str:
+    """A Parquet column's type as pyarrow reads it, for the check: exact, except that the large_
+    variants are the same Parquet type. Strict on purpose: with input.merge_schema Spark refused
+    to merge an int32 file's column with an int64 file's."""
     import pyarrow as pa
 
     return {pa.large_string(): "string", pa.large_binary(): "binary"}.get(t, str(t))
 
 
-def check_input_files(files: list[str], inp) -> None:
-    """Before any work: the input's files agree on the columns the job uses. Files whose column has
-    another type (int64 here, string there) would fail the run after the other files were read; a
-    pass-through column missing from some files would silently read as null. Both are a
-    :class:`UserError` naming the column, the types and one file of each, unless
-    ``input.merge_schema`` allows the missing column. Reads the Parquet footers of local files;
-    other file systems are left to Spark's read (a type conflict then fails the run, exit 1, with
-    Spark's line naming the file)."""
-    from concurrent.futures import ThreadPoolExecutor
+def _is_local(f: str) -> bool:
+    from urllib.parse import urlparse
+
+    return urlparse(f).scheme in ("file", "")
+
+
+def _shown(f: str) -> str:
+    """A file as a message names it: a local one by its path."""
     from urllib.parse import unquote, urlparse
 
-    import pyarrow.parquet as pq
+    return unquote(urlparse(f).path) if _is_local(f) else f
 
-    if len(files) < 2 or any(urlparse(f).scheme not in ("file", "") for f in files):
-        return
-    paths = [unquote(urlparse(f).path) for f in files]
-    with ThreadPoolExecutor(8) as pool:
-        schemas = list(pool.map(pq.read_schema, paths))
+
+def footer_columns(spark: SparkSession, files: list[str], wanted: list[str],
+                   via_hadoop: bool | None = None) -> list[dict[str, str]]:
+    """For each file, its ``wanted`` columns and their types, from the Parquet footer: read with
+    pyarrow when every file is local, otherwise (or with ``via_hadoop``) through Hadoop's file
+    system as the session has it configured (HDFS, S3, ...: whatever Spark reads); 16 at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if via_hadoop is None:
+        via_hadoop = not all(_is_local(f) for f in files)
+    if not via_hadoop:
+        import pyarrow.parquet as pq
+
+        def read(f: str) -> dict[str, str]:
+            schema = pq.read_schema(_shown(f))
+            return {c: _arrow_type_name(schema.field(c).type) for c in wanted if schema.get_field_index(c) >= 0}
+    else:
+        jvm = spark.sparkContext._jvm
+        conf = spark.sparkContext._jsc.hadoopConfiguration()
+        hadoop = jvm.org.apache.parquet.hadoop
+
+        def read(f: str) -> dict[str, str]:
+            reader = hadoop.ParquetFileReader.open(hadoop.util.HadoopInputFile.fromPath(jvm.org.apache.hadoop.fs.Path(f), conf))
+            try:
+                schema = reader.getFooter().getFileMetaData().getSchema()
+            finally:
+                reader.close()
+            out = {}
+            for c in wanted:
+                if schema.containsField(c):
+                    t = schema.getType(c)
+                    logical = t.getLogicalTypeAnnotation()
+                    name = t.asPrimitiveType().getPrimitiveTypeName().name().lower() if t.isPrimitive() else "group"
+                    out[c] = name + (f" ({logical})" if logical is not None else "")
+            return out
+
+    with ThreadPoolExecutor(16) as pool:
+        return list(pool.map(read, files))
+
+
+def check_input_files(files: list[str], columns: list[dict[str, str]], inp) -> None:
+    """Before any work: the input's files (their used columns' types, as :func:`footer_columns`
+    read them) agree on the columns the job uses. Files whose column has another type (int64
+    here, string there) would fail the run after the other files were read; a pass-through column
+    missing from some files would silently read as null. Both are a :class:`UserError` naming the
+    column, the types and one file of each, unless ``input.merge_schema`` allows the missing column."""
     for col in dict.fromkeys([inp.id_col, inp.text_col, *inp.passthrough_cols]):
         kinds: dict[str, tuple[str, str]] = {}
         lacking = []
-        for path, schema in zip(paths, schemas):
-            idx = schema.get_field_index(col)
-            if idx < 0:
+        for path, cols in zip(map(_shown, files), columns):
+            if col not in cols:
                 lacking.append(path)
                 continue
-            kind = _type_name(schema.field(idx).type)
-            kinds.setdefault(kind, (kind, path))
+            kinds.setdefault(cols[col], (cols[col], path))
         if not kinds:
             continue  # in no file: a partition column (day=...), Spark makes it
         if len(kinds) > 1:
@@ -240,7 +286,7 @@ def check_input_files(files: list[str], inp) -> None:
             raise UserError(f"input: the files of {inp.path!r} disagree on column {col!r}: {seen}")
         if lacking and (col in (inp.id_col, inp.text_col) or not inp.merge_schema):
             hint = "" if col in (inp.id_col, inp.text_col) else "; set input.merge_schema: true to read it as null there"
-            raise UserError(f"input: column {col!r} is missing from {len(lacking)} of {len(paths)} files of "
+            raise UserError(f"input: column {col!r} is missing from {len(lacking)} of {len(files)} files of "
                             f"{inp.path!r}, e.g. {lacking[0]}{hint}")
 
 
@@ -272,8 +318,10 @@ def _executor_key() -> str:
     return f"{socket.gethostname()}/{os.getppid()}"
 
 
-def make_tag_fn(cfg_json: str, loads_acc, driver_cwd: str | None = None):
-    """The ``mapInPandas`` function; everything heavy is imported and loaded inside the worker."""
+def make_tag_fn(cfg_json: str, loads_acc, driver_cwd: str | None = None, report_to: tuple | None = None):
+    """The ``mapInPandas`` function; everything heavy is imported and loaded inside the worker. The
+    worker reports to the run's accumulator (successful attempts) and, as it goes, to the driver at
+    ``report_to`` (:mod:`ner_udf.events`: every attempt, and the progress line)."""
     metrics = WorkerMetrics(loads_acc)
 
     def tag_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -295,15 +343,23 @@ def make_tag_fn(cfg_json: str, loads_acc, driver_cwd: str | None = None):
                 before = model_mod.LOAD_COUNT
                 loaded = model_mod.load_model(model_cfg, device=device)
                 if model_mod.LOAD_COUNT != before:
-                    metrics.model_loaded(_executor_key(), worker, int((time.perf_counter() - task_start) * 1000),
-                                         loaded.load_peak_rss_mb)
+                    ms = int((time.perf_counter() - task_start) * 1000)
+                    metrics.model_loaded(_executor_key(), worker, ms, loaded.load_peak_rss_mb)
+                    events.send(report_to, e=events.LOAD, executor=_executor_key(), worker=worker, ms=ms,
+                                peak_mb=loaded.load_peak_rss_mb, python=sys.executable, model_path=loaded.path,
+                                device=loaded.device)
                 # every task: a worker that kept the model from an earlier run is recorded too
                 metrics.worker_info(worker, python=sys.executable, model_path=loaded.path, device=loaded.device)
                 tagger = Tagger.from_loaded(loaded, cfg.tagging)
+            tokens_before = tagger.stats.tokens
             yield _tag_frame(pdf, tagger)
+            events.send(report_to, e=events.BATCH, worker=worker, docs=len(pdf),
+                        tokens=tagger.stats.tokens - tokens_before)
         if tagger is None:
             return
         peak, _ = model_mod.peak_rss_mb()  # since the load when it reset the high-water mark
+        events.send(report_to, e=events.TASK, executor=_executor_key(), worker=worker, peak_mb=peak,
+                    peak_reset=loaded.peak_reset)
         metrics.task_done(_executor_key(), worker, os.getpid(), peak, loaded.peak_reset, tagger.stats,
                           int((time.perf_counter() - task_start) * 1000))
 
@@ -355,13 +411,13 @@ def _tag_frame(pdf: pd.DataFrame, tagger) -> pd.DataFrame:
     return out
 
 
-def tag(df: DataFrame, cfg: Config, loads_acc, partitions: int) -> DataFrame:
+def tag(df: DataFrame, cfg: Config, loads_acc, partitions: int, report_to: tuple | None = None) -> DataFrame:
     """Tag every row. Rows are spread over ``partitions`` partitions by a hash of their text: long
     and short documents mix evenly over tasks, and identical texts meet in one partition, where
     the tagger tags them once."""
     if partitions:
         df = df.repartition(partitions, F.xxhash64(F.col(_TEXT)))
-    fn = make_tag_fn(cfg.model_dump_json(), loads_acc, os.getcwd())
+    fn = make_tag_fn(cfg.model_dump_json(), loads_acc, os.getcwd(), report_to)
     return df.mapInPandas(fn, tagged_schema(df))
 
 

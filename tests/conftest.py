@@ -27,3 +27,20 @@ def rampart_dir() -> Path:
     if not (path / "model.safetensors").exists():
         pytest.skip("real offline model missing: run `make model` (scripts/fetch_rampart.py)")
     return path
+
+
+def entity_scores(out: Path) -> dict[tuple, float]:
+    """An output's entities as ``{(doc_id, label, start, end, entity): score}``; no key twice."""
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(out / "entities").select(["doc_id", "label", "start", "end", "entity", "score"]).to_pylist()
+    found = {(r["doc_id"], r["label"], r["start"], r["end"], r["entity"]): r["score"] for r in rows}
+    assert len(found) == len(rows), "an entity twice"
+    return found
+
+
+def assert_same_entities(found: dict[tuple, float], expected: dict[tuple, float], tol: float = 1e-4) -> None:
+    """The same entities (doc_id, label, start, end, entity) with scores within ``tol``."""
+    diff = sorted(found.keys() ^ expected.keys(), key=repr)
+    assert not diff, (len(found), len(expected), [(k, k in found) for k in diff[:10]])
+    assert max((abs(found[k] - expected[k]) for k in expected), default=0.0) < tol

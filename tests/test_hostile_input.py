@@ -87,3 +87,50 @@ def test_spark_errors_are_named_by_their_error_class_not_a_stack_frame():
     assert failure_reason(RuntimeError(msg)) == (
         "[FAILED_READ_FILE.PARQUET_COLUMN_DATA_TYPE_MISMATCH] Error while reading file s3a://lake/part-b.parquet. "
         "Data type mismatches when reading Parquet column [doc_id].")
+
+
+def test_require_ids_refuses_null_ids_before_any_work(tiny_model_dir, tmp_path, capsys):
+    texts = corpus(12, seed=167)[:12]
+    ids = [None if i in (3, 7) else i for i in range(12)]
+    pq.write_table(pa.table({"doc_id": pa.array(ids, pa.int64()), "text": texts}), tmp_path / "in.parquet")
+    assert run(tmp_path / "in.parquet", tmp_path / "o", tiny_model_dir, "--set", "input.require_ids=true") == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == (f"ner-tag: error: input.require_ids: 2 row(s) of {str(tmp_path / 'in.parquet')!r} have a null "
+                    "'doc_id'; fix or filter them (input.where), or set input.require_ids: false to keep them as "
+                    "status=error rows"), line
+    assert not (tmp_path / "o").exists()
+    # filtered out by input.where, they are no longer there
+    assert run(tmp_path / "in.parquet", tmp_path / "o", tiny_model_dir, "--set", "input.require_ids=true",
+               "--set", "input.where=doc_id IS NOT NULL") == 0
+    assert pq.read_table(tmp_path / "o" / "documents").num_rows == 10
+
+
+def test_footers_read_through_hadoop_find_the_same_conflicts(tmp_path):
+    """The reader used for HDFS, S3 and every other non-local file system (Hadoop's, through the
+    JVM), run here on local files: it sees the types and the missing columns the check refuses."""
+    from pyspark.sql import SparkSession
+
+    from ner_udf.config import InputConfig
+    from ner_udf.errors import UserError
+    from ner_udf.spark import check_input_files, footer_columns
+
+    spark = (SparkSession.builder.master("local[1]").config("spark.driver.host", "127.0.0.1")
+             .config("spark.ui.enabled", "false").getOrCreate())
+    texts = corpus(20, seed=169)
+    files = [tmp_path / "a.parquet", tmp_path / "b.parquet", tmp_path / "c.parquet"]
+    pq.write_table(pa.table({"doc_id": pa.array(range(5), pa.int64()), "text": texts[:5], "lang": ["en"] * 5}), files[0])
+    pq.write_table(pa.table({"doc_id": [str(i) for i in range(5, 10)], "text": texts[5:10], "lang": ["de"] * 5}), files[1])
+    pq.write_table(pa.table({"doc_id": pa.array(range(10, 15), pa.int64()), "text": pa.array(texts[10:15], pa.large_string())}),
+                   files[2])
+    uris = [f.as_uri() for f in files]
+    cols = footer_columns(spark, uris, ["doc_id", "text", "lang"], via_hadoop=True)
+    assert cols == [{"doc_id": "int64", "text": "binary (STRING)", "lang": "binary (STRING)"},
+                    {"doc_id": "binary (STRING)", "text": "binary (STRING)", "lang": "binary (STRING)"},
+                    {"doc_id": "int64", "text": "binary (STRING)"}], cols
+    with pytest.raises(UserError, match=f"disagree on column 'doc_id': int64 in {files[0]}; binary \\(STRING\\) in {files[1]}"):
+        check_input_files(uris, cols, InputConfig(path=str(tmp_path)))
+    ok = [uris[0], uris[2]]
+    check_input_files(ok, footer_columns(spark, ok, ["doc_id", "text"], via_hadoop=True), InputConfig(path=str(tmp_path)))
+    with pytest.raises(UserError, match="column 'lang' is missing from 1 of 2 files"):
+        check_input_files(ok, footer_columns(spark, ok, ["doc_id", "text", "lang"], via_hadoop=True),
+                          InputConfig(path=str(tmp_path), passthrough_cols=("lang",)))
