@@ -96,6 +96,14 @@ class LabelSet:
         )
 
 
+def entity_labels(names: Sequence[str], strategy: str) -> list[str]:
+    """The labels this model's entities can carry under ``strategy``: its tags (``B-PER``) with
+    ``none``, else the groups they form (``PER``); ``O`` never."""
+    labels = LabelSet.from_id2label(names)
+    out = labels.names if strategy == "none" else labels.group_names
+    return [n for n in dict.fromkeys(out) if n.split("-", 1)[-1] not in IGNORED_LABELS]
+
+
 def aggregate_window(
     scores: np.ndarray,
     offsets: np.ndarray,

@@ -9,11 +9,13 @@ stderr, nothing written), 1 the run failed (nothing committed; the previous outp
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import sysconfig
 from pathlib import Path
 
+from . import __version__
 from .config import STRATEGIES, Config, load_config
 from .errors import UserError, failure_reason, one_line
 
@@ -48,28 +50,69 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def _defaults(argv: list[str]) -> tuple[dict, str]:
+    """The values --help shows as defaults: those of the --config file among ``argv`` when it can
+    be read, else the built-in ones."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    try:
+        cfg, source = load_config(known.config), (f"from {known.config}" if known.config else "built in")
+    except UserError:
+        cfg, source = load_config(), "built in"
+    tree = cfg.to_dict()
+    values = {}
+    for flag, key in FLAGS.items():
+        section, name = key.split(".")
+        values[flag] = tree[section][name]
+    return values, source
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = _Parser(prog="ner-tag", description="Tag named entities in a Parquet corpus with a Hugging Face model.")
+    argv = sys.argv[1:] if argv is None else argv
+    now, source = _defaults(argv)
+
+    def dflt(flag: str) -> str:
+        return f" (now: {'null' if now[flag] is None else now[flag]})"
+
+    p = _Parser(prog="ner-tag", description="Tag named entities in a Parquet corpus with a Hugging Face model. "
+                "Also: `ner-tag runs OUTPUT` (an output's run history), `ner-tag init-config NAME` (a shipped "
+                f"config to start from). Values shown as 'now' are {source}.")
+    p.add_argument("--version", action="version", version=f"ner-tag {__version__}")
     p.add_argument("--config", help="YAML config (see conf/); every key can be overridden below")
-    p.add_argument("--input", help="Parquet file or directory (Hive partitions are read as columns); "
-                   "`ner-tag runs OUTPUT` lists an output's runs")
-    p.add_argument("--output", help="directory that receives entities/, documents/ and manifest.json")
-    p.add_argument("--model", help="hub id or local directory of a token-classification model")
-    p.add_argument("--revision", help="hub revision (branch, tag or commit)")
-    p.add_argument("--id-col", dest="id_col", help="document id column (default doc_id)")
-    p.add_argument("--text-col", dest="text_col", help="text column (default text)")
-    p.add_argument("--aggregation", choices=STRATEGIES, help="entity aggregation strategy (default simple)")
-    p.add_argument("--max-length", dest="max_length", type=int, help="window size in tokens, special tokens included")
-    p.add_argument("--stride", type=int, help="tokens shared by consecutive windows")
+    p.add_argument("--input", help="Parquet file or directory (Hive partitions are read as columns)" + dflt("input"))
+    p.add_argument("--output", help="directory that receives entities/, documents/ and manifest.json" + dflt("output"))
+    p.add_argument("--model", help="hub id or local directory of a token-classification model" + dflt("model"))
+    p.add_argument("--revision", help="hub revision (branch, tag or commit)" + dflt("revision"))
+    p.add_argument("--id-col", dest="id_col", help="document id column" + dflt("id_col"))
+    p.add_argument("--text-col", dest="text_col", help="text column" + dflt("text_col"))
+    p.add_argument("--aggregation", choices=STRATEGIES, help="entity aggregation strategy" + dflt("aggregation"))
+    p.add_argument("--max-length", dest="max_length", type=int,
+                   help="window size in tokens, special tokens included (null: the tokenizer's)" + dflt("max_length"))
+    p.add_argument("--stride", type=int, help="tokens shared by consecutive windows (null: a quarter of the window)"
+                   + dflt("stride"))
+    p.add_argument("--dry-run", dest="dry_run", action="store_true",
+                   help="check the config, the model, the input and the output, print what a run would do (JSON) "
+                   "and stop: nothing is tagged or written")
     p.add_argument("--quiet", action="store_true", help="no progress line (by default one every 10 s on stderr)")
+    p.add_argument("--verbose", action="store_true", help="Spark's own log at INFO (by default WARN)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set model.precision=bf16 (repeatable)")
+    p.add_argument("--conf", dest="confs", action="append", default=[], metavar="KEY=VALUE",
+                   help="a Spark setting, e.g. --conf spark.executor.memory=4g (repeatable; spark.conf in the "
+                   "config; under spark-submit its own --conf wins)")
     return p.parse_args(argv)
 
 
 def build_config(args: argparse.Namespace) -> Config:
     overrides = {key: getattr(args, flag) for flag, key in FLAGS.items()}
-    return load_config(args.config, overrides=overrides, sets=args.sets)
+    spark_conf = {}
+    for item in args.confs:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--conf: got {item!r}; expected KEY=VALUE, e.g. spark.executor.memory=4g")
+        spark_conf[key.strip()] = value
+    return load_config(args.config, overrides=overrides, sets=args.sets, spark_conf=spark_conf)
 
 
 def format_run(m: dict) -> str:
@@ -156,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         cfg = build_config(args)
-        manifest = job.run(cfg, progress_every_s=None if args.quiet else 10.0)
+        manifest = job.run(cfg, progress_every_s=None if args.quiet else 10.0, verbose=args.verbose,
+                           dry_run=args.dry_run)
     except UserError as exc:
         _last_word()
         print(f"ner-tag: error: {exc}", file=sys.stderr, flush=True)
@@ -171,11 +215,15 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("NER_TAG_DEBUG"):
             raise
         return 1
+    if args.dry_run:
+        print(json.dumps(manifest, indent=2, default=str))
+        print("ner-tag: dry run: checks passed, nothing tagged or written", file=sys.stderr)
+        return 0
     c = manifest.counts
     skipped = f" ({c['input']['skipped']} already tagged, skipped)" if c["input"]["skipped"] else ""
     print(
         f"ner-tag: committed {c['documents']['total']} documents{skipped}, {c['entities']['total']} entities to "
-        f"{cfg.output.path} in {manifest.throughput['seconds']} s "
-        f"({manifest.throughput['tokens_per_s']} tokens/s); manifest: {cfg.output.path}/manifest.json"
+        f"{cfg.output.path} in {manifest.throughput['seconds']} s (model load {manifest.throughput['model_load_s']} s, "
+        f"tagging {manifest.throughput['tokens_per_s']} tokens/s); manifest: {cfg.output.path}/manifest.json"
     )
     return 0

@@ -153,13 +153,36 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+PATH_KEYS = (("input", "path"), ("input", "base_path"), ("output", "path"))
+
+
+def _is_relative_path(value) -> bool:
+    return isinstance(value, str) and bool(value) and "://" not in value and not value.startswith(("/", "~"))
+
+
+def _resolve_paths(tree: dict, folder: Path) -> None:
+    """Relative paths in a YAML file are relative to that file's folder, not to where the command
+    runs: ``input.path``, ``input.base_path``, ``output.path``, and ``model.name`` when it names a
+    directory there (else it stays as written: a hub id, or the name ``--archives`` unpacks on each
+    executor). Paths given on the command line stay relative to the working directory."""
+    for section, key in PATH_KEYS:
+        node = tree.get(section)
+        if isinstance(node, dict) and _is_relative_path(node.get(key)):
+            node[key] = str((folder / node[key]).resolve())
+    model = tree.get("model")
+    if isinstance(model, dict) and _is_relative_path(model.get("name")) and (folder / model["name"]).is_dir():
+        model["name"] = str((folder / model["name"]).resolve())
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
     sets: list[str] | None = None,
+    spark_conf: Mapping[str, str] | None = None,
 ) -> Config:
-    """Read ``path`` (YAML, optional), apply ``overrides`` ({dotted key: value}) and ``sets``
-    (``"dotted.key=yaml value"`` strings), validate, and return the frozen :class:`Config`."""
+    """Read ``path`` (YAML, optional), apply ``overrides`` ({dotted key: value}), ``sets``
+    (``"dotted.key=yaml value"`` strings) and ``spark_conf`` (Spark settings, added to
+    ``spark.conf``: their keys hold dots), validate, and return the frozen :class:`Config`."""
     tree: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -174,11 +197,41 @@ def load_config(
         if not isinstance(loaded, dict):
             raise UserError(f"--config: {p} must hold a mapping of sections, got {type(loaded).__name__}")
         tree = loaded
+        _resolve_paths(tree, p.resolve().parent)
     for item in sets or []:
         if "=" not in item:
             raise UserError(f"--set: got {item!r}; expected dotted.key=value, e.g. tagging.stride=64")
         key, raw = item.split("=", 1)
         _set_dotted(tree, key.strip(), _parse_scalar(raw))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(tree, key, value)
+    if spark_conf:
+        section = tree.setdefault("spark", {})
+        if not isinstance(section, dict) or not isinstance(section.setdefault("conf", {}) or {}, dict):
+            raise UserError("--conf: spark.conf in the config is not a mapping")
+        section["conf"] = {**(section.get("conf") or {}), **spark_conf}
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as err:
+        raise UserError(_format_error(err)) from None
+
+
+def config_from(config: "str | Path | Mapping[str, Any] | Config | None" = None,
+                overrides: Mapping[str, Any] | None = None) -> Config:
+    """A :class:`Config` from what an API caller has: a YAML path, a mapping shaped like the YAML
+    file, a :class:`Config`, or None (the defaults); ``overrides`` are dotted keys, as ``--set``
+    takes them (``{"model.name": "...", "tagging.aggregation": "simple"}``)."""
+    import copy
+
+    if config is None or isinstance(config, (str, Path)):
+        return load_config(config, overrides=overrides)
+    if isinstance(config, Config):
+        tree = config.to_dict()
+    elif isinstance(config, Mapping):
+        tree = copy.deepcopy(dict(config))
+    else:
+        raise UserError(f"config: got a {type(config).__name__}; pass a YAML path, a mapping or a Config")
     for key, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(tree, key, value)

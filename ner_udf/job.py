@@ -5,22 +5,25 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-import uuid
 
 from pyspark.sql import functions as F
 
 from . import spark as glue
+from .api import new_run_id
+from .aggregation import entity_labels
 from .config import Config
 from .errors import RunFailed, UserError, one_line
-from .manifest import CountsParam, Manifest, identity_changes, model_identity, worker_sections
+from .manifest import CountsParam, Manifest, identity_changes, model_identity, throughput, worker_sections
 from .monitor import RunMonitor
 from .preflight import check_model
 from .store import TABLES, OutputStore
 
 
-def run(cfg: Config, progress_every_s: float | None = 10.0) -> Manifest:
+def run(cfg: Config, progress_every_s: float | None = 10.0, verbose: bool = False,
+        dry_run: bool = False) -> Manifest | dict:
     """Run the job and return the committed run's manifest; a progress line goes to stderr every
-    ``progress_every_s`` seconds (None: never).
+    ``progress_every_s`` seconds (None: never); Spark logs at WARN unless ``verbose``. With
+    ``dry_run`` it stops after the checks and returns the plan (:func:`plan`), writing nothing.
 
     Raises :class:`UserError` before any work when the configuration, the input, the model or the
     output cannot be used (or another live run is writing the output), :class:`RunFailed` when too
@@ -32,10 +35,12 @@ def run(cfg: Config, progress_every_s: float | None = 10.0) -> Manifest:
         raise UserError("output.path: not set; pass --output PATH or set output.path in the config")
     started = dt.datetime.now(dt.timezone.utc)
     t_run = time.perf_counter()
-    run_id = started.strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
+    run_id = new_run_id(started)
 
     # session
     spark = glue.get_session(cfg)
+    if not verbose:
+        spark.sparkContext.setLogLevel("WARN")
     glue.ship_package(spark)
 
     # the model: a local directory, one shipped with --archives (each executor finds its own copy:
@@ -44,6 +49,8 @@ def run(cfg: Config, progress_every_s: float | None = 10.0) -> Manifest:
 
     # read (lazily: only the schema is checked here)
     source = glue.read_input(spark, cfg)
+    if dry_run:
+        return plan(spark, cfg, model_info, source, run_id, started.isoformat())
 
     # lock the output, repair what an interrupted run left, stage this run's tables; watch the
     # run's Spark jobs (progress line, workers' reports, faults)
@@ -75,7 +82,8 @@ def run(cfg: Config, progress_every_s: float | None = 10.0) -> Manifest:
                 monitor.phase("tagging and writing entities" if name == "entities" else f"writing {name}")
                 t = time.perf_counter()
                 frame.write.mode("overwrite").partitionBy(*cfg.output.partition_by).parquet(store.staging(name))
-                phases[f"write_{name}"] = round(time.perf_counter() - t, 3)
+                phases["tag_and_write_entities" if name == "entities" else f"write_{name}"] = round(
+                    time.perf_counter() - t, 3)
             t = time.perf_counter()
             monitor.phase("counting")
             counts = glue.summarize(tagged)
@@ -88,7 +96,7 @@ def run(cfg: Config, progress_every_s: float | None = 10.0) -> Manifest:
                 "null_ids": tagged.where(F.col("doc_id").isNull()).count(),  # status error, not tagged
             }
             counts["table"] = {name: glue.read_table(spark, store.staging(name)).count() for name in tables}
-            phases["summarize"] = round(time.perf_counter() - t, 3)
+            phases["count"] = round(time.perf_counter() - t, 3)
             phases["before_tagging"] = round(t0 - t_run, 3)
             seconds = time.perf_counter() - t0
 
@@ -105,12 +113,7 @@ def run(cfg: Config, progress_every_s: float | None = 10.0) -> Manifest:
                 config=cfg.to_dict(),
                 counts=counts,
                 **worker_sections(acc.value, monitor.records()),
-                throughput={
-                    "seconds": round(seconds, 3),
-                    "documents_per_s": round(counts["documents"]["total"] / seconds, 2),
-                    "tokens_per_s": round(counts["tokens"] / seconds, 1),
-                    "phases": phases,
-                },
+                throughput=throughput(seconds, phases, counts, acc.value, monitor.records()),
                 spark={"version": spark.version, "master": spark.sparkContext.master,
                        "app_id": spark.sparkContext.applicationId, "partitions": partitions,
                        # the config's spark.conf keys as the session has them (spark-submit's win)
@@ -124,6 +127,31 @@ def run(cfg: Config, progress_every_s: float | None = 10.0) -> Manifest:
         finally:
             tagged.unpersist()
     return manifest
+
+
+def plan(spark, cfg: Config, model_info: dict, source, run_id: str, started_at: str) -> dict:
+    """What a run would do (``--dry-run``), found without writing anything: input rows, documents to
+    tag (incremental: those the output lacks), partitions, the model, the output and its state.
+    Raises the :class:`UserError` the run would raise."""
+    store = OutputStore.for_output(spark, cfg.output, run_id, started_at)
+    state = store.inspect()
+    read = source.count()
+    to_tag = read
+    if cfg.output.mode == "incremental" and (previous := store.previous_manifest()) is not None:
+        check_identity(previous, model_identity(model_info, cfg), cfg.output.path)
+        prev_docs, prev_ents = (glue.read_table(spark, store.table(t)) for t in ("documents", "entities"))
+        to_tag = glue.plan_incremental(source, prev_docs, prev_ents)[0].count()
+    return {
+        "input": {"path": cfg.input.path, "rows": read, "to_tag": to_tag, "where": cfg.input.where},
+        "partitions": cfg.spark.partitions or glue.task_slots(spark) * 4,
+        "spark": {"master": spark.sparkContext.master, "task_slots": glue.task_slots(spark)},
+        "model": {**{k: model_info.get(k) for k in ("name", "path", "resolved_revision")},
+                  "entity_labels": entity_labels(model_info["labels"], cfg.tagging.aggregation)},
+        "tagging": {"aggregation": cfg.tagging.aggregation, "precision": cfg.model.precision,
+                    "device": cfg.model.device},
+        "output": {"path": cfg.output.path, "mode": cfg.output.mode, "partition_by": list(cfg.output.partition_by),
+                   **state},
+    }
 
 
 def check_identity(previous: dict, identity: dict, path: str) -> None:

@@ -115,6 +115,30 @@ def worker_sections(acc: dict, records: list[dict] = ()) -> dict[str, Any]:
     }
 
 
+def throughput(seconds: float, phases: dict, counts: dict, acc: dict, records: list[dict] = ()) -> dict:
+    """The manifest's ``throughput``. ``seconds``: from the start of tagging to the end of counting;
+    ``model_load_s``: the longest model load of the run (workers load in parallel, at the start of
+    their first task; from the workers' reports, else the accumulator's mean); ``tagging_s``: the
+    first write (it reads, tags and writes entities/) less ``model_load_s``; ``writing_s``: the
+    later writes and the counting. ``tokens_per_s`` and ``documents_per_s`` are tagging's:
+    over ``tagging_s``, without the model load."""
+    loads = [r["ms"] for r in records if r.get("e") == events.LOAD and r.get("ms") is not None]
+    if not loads and acc.get(_LOADS_PER_WORKER):
+        loads = [acc.get(_TAGGER, {}).get("ms_model_load", 0) / sum(acc[_LOADS_PER_WORKER].values())]
+    load_s = max(loads, default=0) / 1000
+    first = phases.get("tag_and_write_entities", 0.0)
+    tagging_s = max(first - load_s, 1e-3)
+    return {
+        "seconds": round(seconds, 3),
+        "model_load_s": round(load_s, 3),
+        "tagging_s": round(tagging_s, 3),
+        "writing_s": round(sum(v for k, v in phases.items() if k not in ("tag_and_write_entities", "before_tagging")), 3),
+        "documents_per_s": round(counts["documents"]["total"] / tagging_s, 2),
+        "tokens_per_s": round(counts["tokens"] / tagging_s, 1),
+        "phases": phases,
+    }
+
+
 def _keep_max(d: dict, key: str, sub: str, value: int) -> None:
     into = d.setdefault(key, {})
     into[sub] = max(into.get(sub, value), value)
@@ -181,7 +205,7 @@ class Manifest:
     tagger: dict         # tagger counters and milliseconds, summed over successful task attempts
     worker_peak_rss_mb: dict  # failed attempts included, where their worker reported before it died
     workers: dict        # Python worker (host/pid) -> python, model_path, device
-    throughput: dict     # seconds, documents_per_s, tokens_per_s, phases
+    throughput: dict     # seconds, model_load_s, tagging_s, writing_s, documents_per_s, tokens_per_s, phases (throughput())
     spark: dict          # version, master, app_id, partitions, conf (the config's spark.conf keys, as in effect)
     faults: dict         # failed/killed task attempts (first reasons), stages retried, executors lost (RunMonitor)
     output: dict         # path, mode, tables

@@ -66,10 +66,30 @@ def check_model(cfg: Config, roots: list[Path] = ()) -> dict:
         info["resolved_revision"] = getattr(conf, "_commit_hash", None) or rev
     id2label = mconf.get("id2label") or {}
     info["labels"] = [id2label[str(i)] for i in range(len(id2label))]
+    check_label_settings(cfg, info["labels"])
     positions = mconf.get("max_position_embeddings")
     if cfg.tagging.max_length and positions and cfg.tagging.max_length > positions:
         raise UserError(f"tagging.max_length: got {cfg.tagging.max_length}; the model has {positions} positions")
     return info
+
+
+def check_label_settings(cfg: Config, labels: list[str]) -> None:
+    """``tagging.label_map`` and ``tagging.labels`` name labels the model's entities carry (with
+    aggregation ``none`` its tags, ``B-PER``; else ``PER``): a name that matches none would
+    silently rename or keep nothing."""
+    from .aggregation import entity_labels
+
+    t = cfg.tagging
+    produced = entity_labels(labels, t.aggregation)
+    shown = f"with tagging.aggregation={t.aggregation} this model's entities are labelled {', '.join(produced)}"
+    unknown = [k for k in t.label_map if k not in produced]
+    if unknown:
+        raise UserError(f"tagging.label_map: {unknown[0]!r} matches no label; {shown}")
+    final = {t.label_map.get(n, n) for n in produced}
+    unknown = [k for k in t.labels if k not in final]
+    if unknown:
+        mapped = f" (after label_map: {', '.join(sorted(final))})" if t.label_map else ""
+        raise UserError(f"tagging.labels: {unknown[0]!r} matches no label; {shown}{mapped}")
 
 
 def check_labels(name: str, mconf: dict) -> None:

@@ -154,9 +154,8 @@ def task_slots(spark: SparkSession) -> int:
 
 
 def read_input(spark: SparkSession, cfg: Config) -> DataFrame:
-    """The corpus with the id, the text (as UTF-8 bytes, decoded per row in Python so that invalid
-    text fails one row, not the job), its sha256 and the pass-through columns; ``input.base_path``
-    and ``input.where`` applied. Every problem is a :class:`UserError`, found before any work."""
+    """The corpus at ``input.path`` (``input.base_path`` applied), its files' footers checked, then
+    prepared (:func:`prepare`). Every problem is a :class:`UserError`, found before any work."""
     inp = cfg.input
     if not inp.path:
         raise UserError("input.path: not set; pass --input PATH or set input.path in the config")
@@ -171,16 +170,22 @@ def read_input(spark: SparkSession, cfg: Config) -> DataFrame:
         key = "input.base_path" if inp.base_path and "basePath" in str(exc) else "input.path"
         value = inp.base_path if key == "input.base_path" else inp.path
         raise UserError(f"{key}: cannot read Parquet at {value!r}: {one_line(exc)}") from None
-    cols = set(df.columns)
-    wanted = [inp.id_col, inp.text_col, *inp.passthrough_cols]
-    missing = [c for c in wanted if c not in cols]
-    if missing:
-        raise UserError(
-            f"input: column(s) {', '.join(missing)} not in {inp.path!r}; available: {', '.join(df.columns)}"
-        )
     files = df.inputFiles()
     if len(files) > 1:
-        check_input_files(files, footer_columns(spark, files, wanted), inp)
+        check_input_files(files, footer_columns(spark, files, [inp.id_col, inp.text_col, *inp.passthrough_cols]), inp)
+    return prepare(df, cfg, repr(inp.path))
+
+
+def prepare(df: DataFrame, cfg: Config, source: str = "the DataFrame") -> DataFrame:
+    """What the tagger reads: the id (as ``doc_id``), the text (as UTF-8 bytes, decoded per row in
+    Python so that invalid text fails one row, not the job), its sha256 and the pass-through
+    columns, with ``input.where`` applied. Missing columns, a text column that is not text, a bad
+    ``input.where`` and (``input.require_ids``) null ids are a :class:`UserError` naming ``source``."""
+    inp = cfg.input
+    wanted = [inp.id_col, inp.text_col, *inp.passthrough_cols]
+    missing = [c for c in wanted if c not in set(df.columns)]
+    if missing:
+        raise UserError(f"input: column(s) {', '.join(missing)} not in {source}; available: {', '.join(df.columns)}")
     text_type = df.schema[inp.text_col].dataType
     if not isinstance(text_type, (T.StringType, T.BinaryType)):
         raise UserError(f"input.text_col: column {inp.text_col!r} is {text_type.simpleString()}, not string")
@@ -192,7 +197,7 @@ def read_input(spark: SparkSession, cfg: Config) -> DataFrame:
     if inp.require_ids:  # one scan of the id column, before any work
         nulls = df.where(F.col(inp.id_col).isNull()).count()
         if nulls:
-            raise UserError(f"input.require_ids: {nulls} row(s) of {inp.path!r} have a null {inp.id_col!r}; fix or "
+            raise UserError(f"input.require_ids: {nulls} row(s) of {source} have a null {inp.id_col!r}; fix or "
                             "filter them (input.where), or set input.require_ids: false to keep them as "
                             "status=error rows")
     text = F.col(inp.text_col).cast("binary")

@@ -227,6 +227,31 @@ class OutputStore:
             if not self.fs.exists(cur) and self.fs.exists(prev):
                 self.fs.rename(prev, cur)
 
+    # -- a look without touching (--dry-run) -------------------------------------------------
+    def inspect(self) -> dict:
+        """What a run would find here, read only: the committed tables and run, and a lock another
+        run holds. Raises the :class:`UserError` that :meth:`open` would raise for an existing
+        output in mode ``error`` or a live lock."""
+        existing = [i for i in (*TABLES, MANIFEST) if self.fs.exists(self._p(i))]
+        if existing and self.mode == "error":
+            raise UserError(f"output.path: {self.root!r} already holds {', '.join(existing)}; use a new path "
+                            "or --set output.mode=overwrite")
+        lock = self._p(LOCK)
+        text, mtime = self.fs.read_text(lock), self.fs.mtime(lock)
+        locked_by = None
+        if text is not None and mtime is not None:
+            try:
+                other = json.loads(text)
+            except ValueError:
+                other = {}
+            if self._stale(other, mtime) is None:
+                raise UserError(f"output.path: run {other.get('run_id', '?')} (started {other.get('started_at', '?')}) "
+                                f"is writing {self.root!r}")
+            locked_by = f"stale lock of run {other.get('run_id', '?')}: a run would take it over"
+        previous = self.previous_manifest()
+        return {"exists": self.fs.exists(self.root), "committed": existing,
+                "last_run": previous.get("run_id") if previous else None, "lock": locked_by}
+
     # -- reading the committed run ----------------------------------------------------------
     def previous_manifest(self) -> dict | None:
         """The committed run's manifest, or None when the output holds no run."""

@@ -40,15 +40,16 @@ def main() -> int:
     print(f"\nModel: {m['model']['name']} (weights sha256 {str(m['model'].get('weights_sha256'))[:12]}…), "
           f"aggregation {m['config']['tagging']['aggregation']}, {m['config']['model']['precision']}")
     print("Documents by status:", ", ".join(f"{k}={v}" for k, v in c["documents"].items()))
-    print(f"Tokens: {c['tokens']}, windows: {c['windows']}, {m['throughput']['tokens_per_s']} tokens/s "
-          f"in {m['throughput']['seconds']} s")
+    t = m["throughput"]
+    print(f"Tokens: {c['tokens']}, windows: {c['windows']}; {t['seconds']} s in all: model load {t['model_load_s']} s, "
+          f"tagging {t['tagging_s']} s at {t['tokens_per_s']} tokens/s, writing {t['writing_s']} s")
     print("Model loads per executor:", m["model_loads"])
     print("Peak memory per Python worker (MB):", ", ".join(
         f"{w}: " + ", ".join(f"{k} {v:,}" for k, v in p.items()) for w, p in m.get("worker_peak_rss_mb", {}).items()))
     print("Entities by label:", ", ".join(f"{k}={v}" for k, v in c["entities"].items()))
     print("\nTop entities per label:")
     rows = duckdb.sql(f"""
-        select label, entity, count(*) n from read_parquet('{out}/entities/*.parquet')
+        select label, entity, count(*) n from read_parquet('{out}/entities/**/*.parquet', hive_partitioning = true)
         group by label, entity qualify row_number() over (partition by label order by n desc, entity) <= 5
         order by label, n desc, entity""").fetchall()
     current = None
@@ -59,7 +60,9 @@ def main() -> int:
         print(f"    {n:4d}  {entity}")
     print(f"\nTables: {out}/entities/ (one row per entity), {out}/documents/ (one row per input row)")
     print(f"Manifest: {out}/manifest.json   Spark log: {log}")
-    print(f"Try: duckdb -c \"select * from '{out}/entities/*.parquet' limit 10\"")
+    # ** and hive_partitioning: also right when output.partition_by splits the tables into day=.../ folders
+    print(f"Try: duckdb -c \"select * from read_parquet('{out}/entities/**/*.parquet', hive_partitioning = true) "
+          "limit 10\"")
     return 0
 
 

@@ -48,3 +48,56 @@ def test_choices_are_named():
 def test_missing_file():
     with pytest.raises(UserError, match="file not found"):
         load_config("/nonexistent.yaml")
+
+
+@pytest.mark.parametrize("sets,needle", [
+    (["tagging.label_map={PERSON: X}"], "tagging.label_map: 'PERSON' matches no label; with tagging.aggregation=simple "
+     "this model's entities are labelled PER, ORG, LOC"),
+    (["tagging.labels=[PERSON]"], "tagging.labels: 'PERSON' matches no label; with tagging.aggregation=simple this "
+     "model's entities are labelled PER, ORG, LOC"),
+    (["tagging.label_map={PER: PERSON}", "tagging.labels=[PER]"], "tagging.labels: 'PER' matches no label; with "
+     "tagging.aggregation=simple this model's entities are labelled PER, ORG, LOC (after label_map: LOC, ORG, PERSON)"),
+    (["tagging.aggregation=none", "tagging.labels=[PER]"], "tagging.labels: 'PER' matches no label; with "
+     "tagging.aggregation=none this model's entities are labelled B-PER, I-PER, B-ORG, I-ORG, B-LOC, I-LOC"),
+])
+def test_label_settings_must_match_the_models_labels(tiny_model_dir, sets, needle):
+    from ner_udf.preflight import check_model
+
+    with pytest.raises(UserError) as err:
+        check_model(load_config(overrides={"model.name": str(tiny_model_dir)}, sets=sets))
+    assert str(err.value) == needle
+
+
+def test_label_settings_that_match_pass(tiny_model_dir):
+    from ner_udf.preflight import check_model
+
+    for sets in (["tagging.label_map={PER: PERSON}", "tagging.labels=[PERSON, LOC]"],
+                 ["tagging.aggregation=none", "tagging.labels=[B-PER, I-PER]"]):
+        assert check_model(load_config(overrides={"model.name": str(tiny_model_dir)}, sets=sets))["labels"][0] == "O"
+
+
+def test_paths_in_a_yaml_file_are_relative_to_it(tmp_path, monkeypatch):
+    conf = tmp_path / "conf"
+    (tmp_path / "models" / "m").mkdir(parents=True)
+    conf.mkdir()
+    (conf / "job.yaml").write_text("input: {path: ../data/in.parquet, base_path: ../data}\noutput: {path: out}\n"
+                                   "model: {name: ../models/m}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config("../conf/job.yaml")
+    assert cfg.input.path == str(tmp_path / "data" / "in.parquet")
+    assert cfg.input.base_path == str(tmp_path / "data")
+    assert cfg.output.path == str(conf / "out")
+    assert cfg.model.name == str(tmp_path / "models" / "m")
+    # not a directory beside the file: a hub id or the name --archives unpacks on executors, as written
+    (conf / "hub.yaml").write_text("model: {name: org/model}\ninput: {path: 's3a://lake/docs'}\n")
+    cfg = load_config(conf / "hub.yaml", sets=["output.path=rel/out"])
+    assert (cfg.model.name, cfg.input.path, cfg.output.path) == ("org/model", "s3a://lake/docs", "rel/out")
+
+
+def test_spark_settings_from_the_command_line(tmp_path):
+    (tmp_path / "c.yaml").write_text("spark: {conf: {spark.ui.enabled: 'false', spark.executor.memory: 2g}}\n")
+    cfg = load_config(tmp_path / "c.yaml", spark_conf={"spark.executor.memory": "4g", "spark.sql.shuffle.partitions": "8"})
+    assert cfg.spark.conf == {"spark.ui.enabled": "false", "spark.executor.memory": "4g",
+                              "spark.sql.shuffle.partitions": "8"}

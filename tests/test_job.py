@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import ner_udf
 from conftest import ROOT
 from ner_udf.cli import main
 from ner_udf.config import ModelConfig, TaggingConfig
@@ -146,6 +147,7 @@ def cli(*args, cwd=ROOT, env=None):
         (["--max-length", "64", "--stride", "64"], "tagging.stride: got 64"),
         (["--set", "model.device=cpu", "--set", "model.precision=fp16"], "model.precision: got fp16"),
         (["--config", "/nonexistent.yaml"], "--config: file not found"),
+        (["--conf", "spark.executor.memory"], "--conf: got 'spark.executor.memory'; expected KEY=VALUE"),
     ],
 )
 def test_cli_config_errors(args, needle, tmp_path):
@@ -154,6 +156,15 @@ def test_cli_config_errors(args, needle, tmp_path):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_help_shows_the_configs_values_and_version():
+    built_in, from_config = cli("--help"), cli("--config", "conf/local.yaml", "--help")
+    assert built_in.returncode == from_config.returncode == 0
+    assert "(now: simple)" in " ".join(built_in.stdout.split())  # tagging.aggregation's default
+    assert "(now: first)" in " ".join(from_config.stdout.split())  # what conf/local.yaml sets
+    version = cli("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"ner-tag {ner_udf.__version__}"
 
 
 def test_cli_runtime_user_errors(tiny_model_dir, tmp_path):
@@ -169,6 +180,8 @@ def test_cli_runtime_user_errors(tiny_model_dir, tmp_path):
          "model.name: cannot read the weights of "),
         (["--input", str(tmp_path / "in.parquet"), "--model", str(broken_model(tiny_model_dir, tmp_path / "m2", "no head"))],
          "has no trained token-classification head (classifier.weight, classifier.bias not in its weights)"),
+        (["--aggregation", "none", "--set", "tagging.labels=[PER]"], "tagging.labels: 'PER' matches no label; "
+         "with tagging.aggregation=none this model's entities are labelled B-PER, I-PER, B-ORG, I-ORG, B-LOC, I-LOC"),
     ]
     for extra, needle in cases:
         args = ["--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "o"), "--model", str(tiny_model_dir),
@@ -205,6 +218,32 @@ def test_existing_output_is_refused_in_error_mode(tiny_model_dir, tmp_path):
     assert run_job(tmp_path / "in.parquet", tmp_path / "o", tiny_model_dir, "--set", "output.mode=overwrite") == 0
     after = read(tmp_path / "o", "documents")
     assert [d[:-1] for d in after] == [d[:-1] for d in before] and after[0][-1] != before[0][-1]  # a new run_id
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tiny_model_dir, tmp_path, capsys):
+    write_corpus(tmp_path / "in.parquet", list(range(30)), corpus(30, seed=57))
+    out = tmp_path / "o"
+    incremental = ("--set", "output.mode=incremental", "--set", "spark.partitions=3")
+    assert run_job(tmp_path / "in.parquet", out, tiny_model_dir, "--dry-run", *incremental) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert not out.exists()
+    assert plan["input"]["rows"] == plan["input"]["to_tag"] == 30 and plan["partitions"] == 3
+    assert plan["model"]["entity_labels"] == ["PER", "ORG", "LOC"]
+    assert plan["output"] == {"path": str(out), "mode": "incremental", "partition_by": [], "exists": False,
+                              "committed": [], "last_run": None, "lock": None}
+    assert run_job(tmp_path / "in.parquet", out, tiny_model_dir, *incremental) == 0
+    run_id = json.loads((out / "manifest.json").read_text())["run_id"]
+    capsys.readouterr()
+    write_corpus(tmp_path / "in.parquet", list(range(34)), corpus(34, seed=57))  # 4 new documents
+    before = sorted(p.name for p in out.iterdir())
+    assert run_job(tmp_path / "in.parquet", out, tiny_model_dir, "--dry-run", *incremental) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert (plan["input"]["rows"], plan["input"]["to_tag"]) == (34, 4)
+    assert plan["output"]["last_run"] == run_id and plan["output"]["committed"] == ["entities", "documents", "manifest.json"]
+    assert sorted(p.name for p in out.iterdir()) == before
+    # what would stop the run stops the dry run
+    assert run_job(tmp_path / "in.parquet", out, tiny_model_dir, "--dry-run") == 2  # output.mode=error
+    assert "already holds" in capsys.readouterr().err
 
 
 def test_identical_texts_are_tagged_once(tiny_model_dir, tmp_path):
