@@ -145,6 +145,29 @@ def runs_main(argv: list[str]) -> int:
     return 0
 
 
+def report_main(argv: list[str]) -> int:
+    """``ner-tag report OUTPUT``: (re)write ``OUTPUT/_report/`` for the committed output."""
+    p = _Parser(prog="ner-tag report", description="Write OUTPUT/_report/index.html and its charts for the run "
+                "committed to OUTPUT (every committed run writes one; this regenerates it), on a local Spark session.")
+    p.add_argument("output", help="the job's --output path")
+    p.add_argument("--by", help="a pass-through column to break entities down by (default: the run's report.by, "
+                   "else its first pass-through column)")
+    p.add_argument("--conf", dest="confs", action="append", default=[], metavar="KEY=VALUE", help="a Spark setting")
+    args = p.parse_args(argv)
+    from . import job
+
+    try:
+        path = job.report_only(args.output, args.by, dict(c.partition("=")[::2] for c in args.confs))
+    except UserError as exc:
+        _last_word()
+        print(f"ner-tag: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    if path is None:
+        return 1
+    print(f"ner-tag: report: {path}")
+    return 0
+
+
 EXAMPLES = {"local": "local.yaml", "cluster-cpu": "cluster-cpu.yaml", "cluster-gpu": "cluster-gpu.yaml",
             "gpu-discovery": "get_gpus_resources.sh"}
 
@@ -195,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         return runs_main(argv[1:])
     if argv[:1] == ["init-config"]:
         return init_config_main(argv[1:])
+    if argv[:1] == ["report"]:
+        return report_main(argv[1:])
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = parse_args(argv)
     try:

@@ -87,12 +87,18 @@ class SparkConfig(_Section):
     conf: dict[str, str] = Field(default_factory=dict)
 
 
+class ReportConfig(_Section):
+    enabled: bool = True
+    by: str | None = None  # a pass-through column to break entities down by; None = the first one
+
+
 class Config(_Section):
     input: InputConfig = InputConfig()
     output: OutputConfig = OutputConfig()
     model: ModelConfig = ModelConfig()
     tagging: TaggingConfig = TaggingConfig()
     spark: SparkConfig = SparkConfig()
+    report: ReportConfig = ReportConfig()
 
     @model_validator(mode="after")
     def _combinations(self) -> "Config":
@@ -110,6 +116,11 @@ class Config(_Section):
         if missing:
             raise ValueError(
                 f"output.partition_by: got {missing[0]!r}, which is not a pass-through column; valid: "
+                f"{', '.join(self.input.passthrough_cols) or '(none: add it to input.passthrough_cols)'}"
+            )
+        if self.report.by is not None and self.report.by not in self.input.passthrough_cols:
+            raise ValueError(
+                f"report.by: got {self.report.by!r}, which is not a pass-through column; valid: "
                 f"{', '.join(self.input.passthrough_cols) or '(none: add it to input.passthrough_cols)'}"
             )
         if m.precision == "fp16" and m.device == "cpu":

@@ -89,6 +89,10 @@ class LocalFS:
         elif os.path.lexists(path):
             os.unlink(path)
 
+    def put_dir(self, local: str, path: str) -> None:
+        """Copy the local directory ``local`` to ``path`` (which must not exist)."""
+        shutil.copytree(local, path)
+
     def read_text(self, path: str) -> str | None:
         try:
             with open(path, encoding="utf-8") as fh:
@@ -164,6 +168,10 @@ class HadoopFS:
 
     def delete(self, path: str) -> None:
         self.fs.delete(self._Path(path), True)
+
+    def put_dir(self, local: str, path: str) -> None:
+        """Copy the local directory ``local`` to ``path`` (which must not exist)."""
+        self.fs.copyFromLocalFile(False, False, self._Path(local), self._Path(path))
 
     def read_text(self, path: str) -> str | None:
         p = self._Path(path)

@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 from . import spark as glue
 from .api import new_run_id
 from .aggregation import entity_labels
-from .config import Config
+from .config import Config, config_from
 from .errors import RunFailed, UserError, one_line
 from .manifest import CountsParam, Manifest, identity_changes, model_identity, throughput, worker_sections
 from .monitor import RunMonitor
@@ -124,9 +124,59 @@ def run(cfg: Config, progress_every_s: float | None = 10.0, verbose: bool = Fals
             # commit
             monitor.phase("committing")
             store.commit(manifest.to_json())
+
+            # report: the output is committed, so a report that cannot be written is only a warning
+            if cfg.report.enabled:
+                monitor.phase("writing the report")
+                write_report(spark, store, cfg, manifest.to_dict())
         finally:
             tagged.unpersist()
     return manifest
+
+
+def write_report(spark, store, cfg: Config, manifest: dict) -> str | None:
+    """``OUTPUT/_report/`` for the committed output (:mod:`ner_udf.report`); its index page, or None
+    (with a warning on stderr) when it could not be written."""
+    import sys
+
+    from . import report
+    from .store import run_history
+
+    try:
+        try:
+            history = run_history(cfg.output.path)
+        except Exception:  # noqa: BLE001 - a file system pyarrow cannot open: this run alone
+            history = [manifest]
+        by = cfg.report.by or next(iter(cfg.input.passthrough_cols), None)
+        return report.write(spark, store.fs, store.root, {t: store.table(t) for t in TABLES}, manifest, history, by)
+    except Exception as exc:  # noqa: BLE001
+        print(f"ner-tag: warning: the run is committed, but its report was not written: {one_line(exc)}",
+              file=sys.stderr, flush=True)
+        return None
+
+
+def report_only(output: str, by: str | None = None, spark_conf: dict | None = None) -> str | None:
+    """``ner-tag report OUTPUT``: the report of the run committed to ``output``, on a local session
+    (the committed run's settings: its config's pass-through columns and report.by)."""
+    cfg = config_from(None, {"output.path": output})
+    spark = glue.get_session(cfg.model_copy(update={"spark": cfg.spark.model_copy(update={"conf": spark_conf or {}})}))
+    spark.sparkContext.setLogLevel("WARN")
+    store = OutputStore.for_output(spark, cfg.output, "report", "")
+    manifest = store.previous_manifest()
+    if manifest is None:
+        raise UserError(f"OUTPUT: {output!r} holds no committed run (no manifest.json)")
+    try:
+        committed = Config.model_validate(manifest["config"])
+    except ValueError:  # written by another version: the defaults (no pass-through columns known)
+        committed = cfg
+    passthrough = committed.input.passthrough_cols
+    if by is not None and by not in passthrough:
+        raise UserError(f"--by: got {by!r}, which is not a pass-through column of this output; valid: "
+                        f"{', '.join(passthrough) or '(none)'}")
+    cfg = committed.model_copy(update={
+        "output": committed.output.model_copy(update={"path": output}),
+        "report": committed.report.model_copy(update={"by": by or committed.report.by})})
+    return write_report(spark, store, cfg, manifest)
 
 
 def plan(spark, cfg: Config, model_info: dict, source, run_id: str, started_at: str) -> dict:

@@ -60,6 +60,9 @@ def main() -> int:
         print(f"    {n:4d}  {entity}")
     print(f"\nTables: {out}/entities/ (one row per entity), {out}/documents/ (one row per input row)")
     print(f"Manifest: {out}/manifest.json   Spark log: {log}")
+    report = out / "_report" / "index.html"
+    print(f"Report (charts: entities per label and per {m['config']['report']['by'] or 'date'}, documents by status, "
+          f"scores, run history): {report if report.exists() else 'not written, see the Spark log'}")
     # ** and hive_partitioning: also right when output.partition_by splits the tables into day=.../ folders
     print(f"Try: duckdb -c \"select * from read_parquet('{out}/entities/**/*.parquet', hive_partitioning = true) "
           "limit 10\"")

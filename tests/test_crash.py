@@ -143,6 +143,6 @@ def test_driver_killed(setup, tiny_model_dir, capsys, moment, what, sees, journa
     assert f"took over the lock of run {lock['run_id']}" in err and f"its process {proc.pid} is gone" in err, err
     assert (f"undid the interrupted commit of run {lock['run_id']}" in err) == journal, err
     assert tables(out) == expected(ref, B, B, B)
-    assert sorted(p.name for p in out.iterdir()) == ["_runs", "documents", "entities", "manifest.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["_report", "_runs", "documents", "entities", "manifest.json"]
     runs = sorted(p.name for p in (out / "_runs").iterdir())  # the crashed run is in the history once committed
     assert (f"{lock['run_id']}.json" in runs) == (sees == (B, B, B) and not journal), runs

@@ -130,7 +130,7 @@ def test_another_model_identity_is_refused(nightly, tiny_model_dir, capsys):
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert "tagging.aggregation: first -> simple" in line and "--set output.mode=overwrite" in line, line
     assert ({t: rows(out, t) for t in ("entities", "documents")}, (out / "manifest.json").read_text()) == before
-    assert sorted(p.name for p in out.iterdir()) == ["_runs", "documents", "entities", "manifest.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["_report", "_runs", "documents", "entities", "manifest.json"]
 
 
 def test_run_history(nightly):

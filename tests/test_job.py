@@ -324,7 +324,8 @@ def test_a_failing_model_fails_the_run_and_keeps_the_previous_output(tiny_model_
         assert "model failed: IndexError" in last, last
     assert {t: read(tmp_path / "o", t) for t in ("entities", "documents")} == before
     assert (tmp_path / "o" / "manifest.json").read_text() == manifest
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["_runs", "documents", "entities", "manifest.json"]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["_report", "_runs", "documents", "entities",
+                                                                 "manifest.json"]
     assert len(list((tmp_path / "o" / "_runs").iterdir())) == 1  # the failed run left no record
 
 

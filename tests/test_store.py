@@ -247,3 +247,19 @@ def test_error_mode_refuses_an_existing_output(tmp_path):
     with pytest.raises(UserError, match="already holds entities, documents, manifest.json"):
         do_run(fs, root, "B", 2, mode="error")
     assert not os.path.exists(os.path.join(root, LOCK))
+
+
+@pytest.mark.parametrize("backend", ["local", "hadoop"])
+def test_put_dir_copies_a_local_folder(spark, tmp_path, backend):
+    """How the run report reaches the output, on both file systems."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "index.html").write_text("<p>report</p>")
+    (src / "chart.png").write_bytes(b"\x89PNG\r\n")
+    fs = LocalFS() if backend == "local" else HadoopFS(spark, str(tmp_path))
+    dest = str(tmp_path / "out" / "_report")
+    fs.mkdirs(str(tmp_path / "out"))
+    fs.put_dir(str(src), dest)
+    assert sorted(p.name for p in (tmp_path / "out" / "_report").iterdir() if not p.name.endswith(".crc")) == [
+        "chart.png", "index.html"]
+    assert (tmp_path / "out" / "_report" / "chart.png").read_bytes() == b"\x89PNG\r\n"
