@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -244,6 +245,33 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tiny_model_dir, tmp_path, ca
     # what would stop the run stops the dry run
     assert run_job(tmp_path / "in.parquet", out, tiny_model_dir, "--dry-run") == 2  # output.mode=error
     assert "already holds" in capsys.readouterr().err
+
+
+def test_progress_lines_while_a_run_goes(tiny_model_dir, tmp_path, capsys):
+    from ner_udf import job
+    from ner_udf.config import load_config
+
+    texts = corpus(1500, seed=59, max_words=60)
+    write_corpus(tmp_path / "in.parquet", list(range(len(texts))), texts)
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")  # a new path: every worker loads it
+    sets = [SPARK[1], SPARK[3], "spark.partitions=6", "spark.arrow_batch_rows=50", "input.id_col=id",
+            "input.text_col=body"]
+    cfg = load_config(overrides={"input.path": str(tmp_path / "in.parquet"), "output.path": str(tmp_path / "o"),
+                                 "model.name": str(model)}, sets=sets)
+    capsys.readouterr()
+    job.run(cfg, progress_every_s=0.25)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("ner-tag: [")]
+    loads = [ln for ln in lines if re.fullmatch(r"ner-tag: \[\d+m\d\ds\] model loaded by worker \S+/\d+ "
+                                                r"\(executor \S+/\d+\) in \d+\.\d s", ln)]
+    assert loads, lines
+    tagging = [ln for ln in lines if re.match(r"ner-tag: \[\d+m\d\ds\] tagging and writing entities, tasks \d+/6, "
+                                               r"model loaded by \d workers?, [\d,]+ documents, [\d,]+ tokens tagged "
+                                               r"\([\d,]+ tokens/s\)", ln)]
+    assert tagging, lines
+    # --quiet: none of them
+    assert main(["--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "o2"), "--model", str(model),
+                 "--id-col", "id", "--text-col", "body", *SPARK, "--quiet"]) == 0
+    assert not [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("ner-tag: [")]
 
 
 def test_identical_texts_are_tagged_once(tiny_model_dir, tmp_path):
