@@ -42,12 +42,17 @@ class RunMonitor:
         self._lock = threading.Lock()
         conf = self.sc.getConf()
         host = conf.get("spark.driver.host", "127.0.0.1")
-        self.receiver = events.Receiver(conf.get("spark.driver.bindAddress", host), host, self._on_record)
+        try:
+            self.receiver = events.Receiver(conf.get("spark.driver.bindAddress", host), host, self._on_record)
+        except OSError as exc:  # best effort: the run goes on without the workers' reports
+            print(f"ner-tag: warning: no progress reports from the workers (cannot listen on {host}: {one_line(exc)})",
+                  file=self.stream, flush=True)
+            self.receiver = None
 
     @property
-    def address(self) -> tuple:
+    def address(self) -> tuple | None:
         """What the workers need to report to this run (``events.send``'s first argument)."""
-        return self.receiver.address
+        return None if self.receiver is None else self.receiver.address
 
     _GROUP_KEYS = ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel")
 
@@ -63,7 +68,8 @@ class RunMonitor:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self.receiver.close()
+        if self.receiver is not None:
+            self.receiver.close()
         for key, value in self._group_before.items():
             self.sc.setLocalProperty(key, value)
 
@@ -72,7 +78,7 @@ class RunMonitor:
         self._phase = text
 
     def records(self) -> list[dict]:
-        return self.receiver.snapshot()
+        return [] if self.receiver is None else self.receiver.snapshot()
 
     def _on_record(self, r: dict) -> None:
         with self._lock:
@@ -134,7 +140,14 @@ class RunMonitor:
 
     def faults(self) -> dict:
         """Failed and killed task attempts of this run's stages (with the first reasons), stages
-        run more than once, and executors lost since the run started, from Spark's status store."""
+        run more than once, and executors lost since the run started, from Spark's status store
+        (``{"unavailable": why}`` if it cannot be read: the run is not failed for its record)."""
+        try:
+            return self._faults()
+        except Exception as exc:  # noqa: BLE001 - e.g. another Spark version's status store API
+            return {"unavailable": one_line(exc)}
+
+    def _faults(self) -> dict:
         jsc = self.sc._jsc.sc()
         try:
             jsc.listenerBus().waitUntilEmpty(10_000)  # the store is fed asynchronously
