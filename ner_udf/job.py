@@ -64,6 +64,11 @@ def run(cfg: Config, progress_every_s: float | None = 10.0, verbose: bool = Fals
             prev_docs, prev_ents = (glue.read_table(spark, store.table(t)) for t in ("documents", "entities"))
             todo, kept_docs, kept_ents, retried = glue.plan_incremental(source, prev_docs, prev_ents)
 
+        # how many rows, when cheap: Parquet answers a plain count from its footers
+        read = None
+        if previous is None and not cfg.input.where:
+            read = monitor.documents_total = source.count()
+
         # tag
         acc = spark.sparkContext.accumulator({}, CountsParam())
         partitions = cfg.spark.partitions or glue.task_slots(spark) * 4  # a few tasks per slot
@@ -87,7 +92,7 @@ def run(cfg: Config, progress_every_s: float | None = 10.0, verbose: bool = Fals
             t = time.perf_counter()
             monitor.phase("counting")
             counts = glue.summarize(tagged)
-            read = source.count()
+            read = source.count() if read is None else read
             counts["input"] = {
                 "read": read,
                 "skipped": read - counts["documents"]["total"],

@@ -38,6 +38,7 @@ class RunMonitor:
         self._thread = None
         self._loaded: set[str] = set()
         self._docs = self._tokens = 0
+        self.documents_total: int | None = None  # rows to tag, where known before tagging
         self._first_batch: float | None = None
         self._lock = threading.Lock()
         conf = self.sc.getConf()
@@ -96,8 +97,9 @@ class RunMonitor:
     # progress ---------------------------------------------------------------------------------
 
     def line(self) -> str:
-        """One progress line: elapsed time, phase, the running stage's tasks, documents and tokens
-        tagged (counted by the workers as they go, retried attempts included), tokens/s, ETA."""
+        """One progress line: elapsed time, phase, the running stage's tasks, documents (of
+        :attr:`documents_total` when set) and tokens tagged (counted by the workers as they go,
+        retried attempts included), tokens/s, ETA."""
         now = time.time()
         parts = [f"ner-tag: [{_duration(now - self.started)}] {self._phase}"]
         done, total = self._tasks()
@@ -107,10 +109,14 @@ class RunMonitor:
             docs, tokens, first, loaded = self._docs, self._tokens, self._first_batch, len(self._loaded)
         if loaded:
             parts.append(f"model loaded by {loaded} worker{'s' if loaded != 1 else ''}")
+        of = self.documents_total
         if docs:
             rate = tokens / max(now - first, 1e-3) if first else 0.0
-            parts.append(f"{docs:,} documents, {tokens:,} tokens tagged ({rate:,.0f} tokens/s)")
-        if total and 0 < done < total and first:
+            parts.append(f"{docs:,}{f' of {of:,}' if of else ''} documents, {tokens:,} tokens tagged "
+                         f"({rate:,.0f} tokens/s)")
+        if first and of and 0 < docs < of:  # by documents when their total is known, else by tasks
+            parts.append(f"ETA {_duration((now - first) * (of - docs) / docs)}")
+        elif first and total and 0 < done < total:
             parts.append(f"ETA {_duration((now - first) * (total - done) / done)}")
         return ", ".join(parts)
 

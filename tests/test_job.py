@@ -265,7 +265,7 @@ def test_progress_lines_while_a_run_goes(tiny_model_dir, tmp_path, capsys):
                                                 r"\(executor \S+/\d+\) in \d+\.\d s", ln)]
     assert loads, lines
     tagging = [ln for ln in lines if re.match(r"ner-tag: \[\d+m\d\ds\] tagging and writing entities, tasks \d+/6, "
-                                               r"model loaded by \d workers?, [\d,]+ documents, [\d,]+ tokens tagged "
+                                               r"model loaded by \d workers?, [\d,]+ of 1,500 documents, [\d,]+ tokens tagged "
                                                r"\([\d,]+ tokens/s\)", ln)]
     assert tagging, lines
     # --quiet: none of them
