@@ -47,6 +47,7 @@ def check_model(cfg: Config, roots: list[Path] = ()) -> dict:
         check_labels(name, mconf)
         if weights:  # pickled weights cannot be read cheaply: each executor's load checks them
             check_head(name, local, weights)
+        check_fast_tokenizer(name, local)
         info["weights_sha256"] = Digest(weights) if weights else None
         info["resolved_revision"] = rev
     else:
@@ -71,6 +72,19 @@ def check_model(cfg: Config, roots: list[Path] = ()) -> dict:
     if cfg.tagging.max_length and positions and cfg.tagging.max_length > positions:
         raise UserError(f"tagging.max_length: got {cfg.tagging.max_length}; the model has {positions} positions")
     return info
+
+
+def check_fast_tokenizer(name: str, local: Path) -> None:
+    """The entities' character offsets come from a fast (Rust) tokenizer; a model whose tokenizer
+    transformers can only build in Python is refused before any work (its files only: no weights)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(local), use_fast=True, trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001
+        raise UserError(f"model.name: cannot load the tokenizer of {name!r}: {one_line(exc)}") from None
+    if not getattr(tok, "is_fast", False):
+        raise UserError(f"model.name: {name!r} has no fast tokenizer (tokenizer.json); offsets need one")
 
 
 def check_label_settings(cfg: Config, labels: list[str]) -> None:

@@ -199,3 +199,23 @@ def test_each_load_refuses_weights_transformers_would_invent(tiny_model_dir, tmp
     with pytest.raises(UserError, match=r"^model.name: '.*': weights missing or of the wrong shape, which transformers "
                                         r"would initialise at random: classifier.bias, classifier.weight$"):
         load_model(ModelConfig(name=str(bad), device="cpu", threads=1))
+
+
+def test_a_tokenizer_that_is_not_fast_is_refused_at_the_driver(tiny_model_dir, monkeypatch):
+    """Offsets need a fast tokenizer: a model whose tokenizer transformers builds in Python only is
+    refused before any work (the slow tokenizer is injected: transformers 5 ships few of them)."""
+    import transformers
+
+    from ner_udf.config import load_config
+    from ner_udf.errors import UserError
+    from ner_udf.preflight import check_model
+
+    cfg = load_config(overrides={"model.name": str(tiny_model_dir)})
+    assert check_model(cfg)["labels"]  # the real tokenizer is fast
+
+    class Slow:
+        is_fast = False
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: Slow())
+    with pytest.raises(UserError, match="has no fast tokenizer"):
+        check_model(cfg)
