@@ -47,8 +47,6 @@ def tag_entities(df, *, id_col: str, text_col: str, config: str | Path | Mapping
     ``error`` with its message); ``entities`` has one row per entity. Both frames come from one
     tagging: it is persisted (memory and disk) when first computed, so using both tags once;
     ``documents.sparkSession.catalog.clearCache()`` or the session's end frees it."""
-    from pyspark import StorageLevel
-
     from . import spark as glue
     from .manifest import CountsParam
     from .preflight import check_model
@@ -60,9 +58,21 @@ def tag_entities(df, *, id_col: str, text_col: str, config: str | Path | Mapping
     check_model(cfg, glue.model_roots())
     glue.ship_package(spark)
     source = glue.prepare(df, cfg)
-    run_id = new_run_id()
     partitions = cfg.spark.partitions or glue.task_slots(spark) * 4
     acc = spark.sparkContext.accumulator({}, CountsParam())  # the workers' counters: read by no one here
-    tagged = glue.tag(source, cfg, acc, partitions).persist(StorageLevel.MEMORY_AND_DISK)
+    _, entities, documents = tag_prepared(source, cfg, acc, partitions, new_run_id())
+    return entities, documents
+
+
+def tag_prepared(source, cfg: Config, acc, partitions: int, run_id: str, report_to: tuple | None = None):
+    """The tagging under :func:`tag_entities` and the job: ``(tagged, entities, documents)`` for a
+    prepared frame (``spark.prepare``), ``tagged`` persisted (memory and disk) so that both tables
+    come from one tagging; the workers report to ``acc`` and, if given, to ``report_to``."""
+    from pyspark import StorageLevel
+
+    from . import spark as glue
+
+    tagged = glue.tag(source, cfg, acc, partitions, report_to).persist(StorageLevel.MEMORY_AND_DISK)
     passthrough = cfg.input.passthrough_cols
-    return glue.entities_table(tagged, passthrough, run_id), glue.documents_table(tagged, passthrough, run_id)
+    return (tagged, glue.entities_table(tagged, passthrough, run_id),
+            glue.documents_table(tagged, passthrough, run_id))

@@ -9,7 +9,7 @@ import time
 from pyspark.sql import functions as F
 
 from . import spark as glue
-from .api import new_run_id
+from .api import new_run_id, tag_prepared
 from .aggregation import entity_labels
 from .config import Config, config_from
 from .errors import RunFailed, UserError, one_line
@@ -28,8 +28,6 @@ def run(cfg: Config, progress_every_s: float | None = 10.0, verbose: bool = Fals
     Raises :class:`UserError` before any work when the configuration, the input, the model or the
     output cannot be used (or another live run is writing the output), :class:`RunFailed` when too
     many documents failed; in every failure the previous output is left as it was."""
-    from pyspark import StorageLevel
-
     # preflight: what can be checked before Spark starts
     if not cfg.output.path:
         raise UserError("output.path: not set; pass --output PATH or set output.path in the config")
@@ -57,7 +55,6 @@ def run(cfg: Config, progress_every_s: float | None = 10.0, verbose: bool = Fals
     with OutputStore.for_output(spark, cfg.output, run_id, started.isoformat()).open() as store, \
             RunMonitor(spark, run_id, progress_every_s) as monitor:
         # what to tag: every input row, or (incremental) the rows the output lacks
-        passthrough = cfg.input.passthrough_cols
         todo, previous = source, None
         if cfg.output.mode == "incremental" and (previous := store.previous_manifest()) is not None:
             check_identity(previous, model_identity(model_info, cfg), cfg.output.path)
@@ -73,10 +70,9 @@ def run(cfg: Config, progress_every_s: float | None = 10.0, verbose: bool = Fals
         acc = spark.sparkContext.accumulator({}, CountsParam())
         partitions = cfg.spark.partitions or glue.task_slots(spark) * 4  # a few tasks per slot
         t0 = time.perf_counter()
-        tagged = glue.tag(todo, cfg, acc, partitions, monitor.address).persist(StorageLevel.MEMORY_AND_DISK)
+        tagged, entities, documents = tag_prepared(todo, cfg, acc, partitions, run_id, monitor.address)
         try:
-            tables = {"entities": glue.entities_table(tagged, passthrough, run_id),
-                      "documents": glue.documents_table(tagged, passthrough, run_id)}
+            tables = {"entities": entities, "documents": documents}
             if previous is not None:  # the committed rows of documents this run does not tag
                 for name, kept in (("entities", kept_ents), ("documents", kept_docs)):
                     tables[name] = glue.append_kept(tables[name], kept, name, cfg.output.path)
