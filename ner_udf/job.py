@@ -1,5 +1,6 @@
-"""One run of the job, top to bottom: preflight -> session -> model check -> read -> lock the output
--> plan (what to tag) -> tag -> write -> check -> commit."""
+"""One run of the job, top to bottom: preflight -> session -> model check -> read (or, with
+--dry-run, the plan) -> lock the output and watch the run -> what to tag -> tag -> write -> check
+-> commit -> report."""
 
 from __future__ import annotations
 
