@@ -52,7 +52,8 @@ $(DIST_ENV): pyproject.toml $(wildcard ner_udf/*.py ner_udf/*/*) | $(STAMP)
 $(DIST_MODEL): $(if $(filter .cache/models/rampart,$(MODEL_DIR)),$(MODEL)) $(wildcard $(MODEL_DIR)/*)
 	test -f $(MODEL_DIR)/config.json || { echo "MODEL_DIR=$(MODEL_DIR): not a model directory"; exit 2; }
 	mkdir -p dist
-	tar -czf $@.tmp -C $(MODEL_DIR) . && mv $@.tmp $@
+	# .openvino/ is the IR cache of model.backend openvino: each node converts (or reads) its own
+	tar -czf $@.tmp --exclude=./.openvino -C $(MODEL_DIR) . && mv $@.tmp $@
 
 demo: setup model
 	$(PY) scripts/demo.py

@@ -42,7 +42,9 @@ def tag_entities(df, *, id_col: str, text_col: str, config: str | Path | Mapping
       ``spark.partitions`` (default: 4 per task slot) sets how many tasks tag.
 
     Checked at once (a :class:`UserError` naming the key): the config, the model (its files, head
-    and labels, as the job's driver does), the columns. Nothing is tagged until an action. Every
+    and labels, as the job's driver does), the columns. Nothing is tagged until an action (with
+    ``tagging.balance: cost``, the default, one small Spark job measures the texts' sizes at once,
+    to plan the partitions; ``hash`` runs none). Every
     row of ``df`` comes out as one ``documents`` row (status ``ok``, ``empty``, ``null`` or
     ``error`` with its message); ``entities`` has one row per entity. Both frames come from one
     tagging: it is persisted (memory and disk) when first computed, so using both tags once;

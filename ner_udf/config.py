@@ -47,6 +47,8 @@ class ModelConfig(_Section):
     allow_pickle: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16", "fp16", "int8"] = "fp32"
+    # torch: eager PyTorch | openvino: the model converted once to OpenVINO IR (cached on disk), CPU only
+    backend: Literal["torch", "openvino"] = "torch"
     threads: int | None = Field(default=None, ge=1)
     tokenizer_threads: int | None = Field(default=None, ge=1)
     release_memory_mb: int | None = Field(default=64, ge=0)
@@ -67,6 +69,9 @@ class TaggingConfig(_Section):
     labels: tuple[str, ...] = ()
     label_map: dict[str, str] = Field(default_factory=dict)
     dedupe: bool = True
+    # cost: spread rows so each partition gets about the same number of text bytes (no straggler
+    # task holding the few long documents); hash: by a hash of the text alone (the former behaviour)
+    balance: Literal["cost", "hash"] = "cost"
     max_error_fraction: float = Field(default=0.01, ge=0.0, le=1.0)
 
     def resolved_stride(self, max_length: int, n_special: int) -> int:
@@ -127,6 +132,12 @@ class Config(_Section):
             raise ValueError("model.precision: got fp16 with model.device=cpu; on CPU use fp32, bf16 or int8")
         if m.precision == "int8" and m.device == "cuda":
             raise ValueError("model.precision: got int8 with model.device=cuda; on GPU use fp32, bf16 or fp16")
+        if m.backend == "openvino" and m.device == "cuda":
+            raise ValueError("model.backend: got openvino with model.device=cuda; openvino runs on CPU only: use "
+                             "model.backend=torch on GPUs")
+        if m.backend == "openvino" and m.precision not in ("fp32", "bf16"):
+            raise ValueError(f"model.backend: got openvino with model.precision={m.precision}; openvino runs fp32 "
+                             "or bf16")
         return self
 
     def to_dict(self) -> dict[str, Any]:

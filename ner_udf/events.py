@@ -23,7 +23,7 @@ from typing import Callable
 # record kinds (field "e") and the fields each carries
 LOAD = "load"    # executor, worker, ms, peak_mb, python, model_path, device
 BATCH = "batch"  # worker, docs, tokens
-TASK = "task"    # executor, worker, peak_mb, peak_reset
+TASK = "task"    # executor, worker, peak_mb, peak_reset, ms (tagging, model load excluded), partition, attempt
 
 _CONNECT_TIMEOUT_S = 2.0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
 from typing import Any
 
 from . import events
@@ -121,7 +122,7 @@ def throughput(seconds: float, phases: dict, counts: dict, acc: dict, records: l
     their first task; from the workers' reports, else the accumulator's mean); ``tagging_s``: the
     first write (it reads, tags and writes entities/) less ``model_load_s``; ``writing_s``: the
     later writes and the counting. ``tokens_per_s`` and ``documents_per_s`` are tagging's:
-    over ``tagging_s``, without the model load."""
+    over ``tagging_s``, without the model load. ``tasks``: the tagging tasks' times (:func:`task_times`)."""
     loads = [r["ms"] for r in records if r.get("e") == events.LOAD and r.get("ms") is not None]
     if not loads and acc.get(_LOADS_PER_WORKER):
         loads = [acc.get(_TAGGER, {}).get("ms_model_load", 0) / sum(acc[_LOADS_PER_WORKER].values())]
@@ -136,7 +137,32 @@ def throughput(seconds: float, phases: dict, counts: dict, acc: dict, records: l
         "documents_per_s": round(counts["documents"]["total"] / tagging_s, 2),
         "tokens_per_s": round(counts["tokens"] / tagging_s, 1),
         "phases": phases,
+        "tasks": task_times(records),
     }
+
+
+def task_times(records: list[dict]) -> dict:
+    """The tagging tasks' times, from the workers' ``task`` reports: one per partition (the last
+    attempt's, where a task ran again), model loads excluded. ``max_over_median`` near 1 means no
+    straggler. ``count`` is the partitions reported: a partition with no rows does not report,
+    nor does a worker that cannot reach the driver. ``seconds`` in partition order."""
+    by_partition: dict[int, dict] = {}
+    unplaced = []  # reported outside a Spark task
+    for r in records:
+        if r.get("e") != events.TASK or r.get("ms") is None:
+            continue
+        p = r.get("partition")
+        if p is None:
+            unplaced.append(r)
+        elif p not in by_partition or (r.get("attempt") or 0) >= (by_partition[p].get("attempt") or 0):
+            by_partition[p] = r
+    reports = [by_partition[p] for p in sorted(by_partition)] + unplaced
+    seconds = [round(r["ms"] / 1000, 3) for r in reports]
+    if not seconds:
+        return {"count": 0, "median_s": None, "max_s": None, "max_over_median": None, "seconds": []}
+    median = statistics.median(seconds)
+    return {"count": len(seconds), "median_s": round(median, 3), "max_s": max(seconds),
+            "max_over_median": round(max(seconds) / median, 2) if median > 0 else None, "seconds": seconds}
 
 
 def _keep_max(d: dict, key: str, sub: str, value: int) -> None:

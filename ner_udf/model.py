@@ -2,7 +2,12 @@
 
 Torch and transformers are imported inside the functions so that the configuration, the Spark
 driver and pure tests never pay for them. Loading is cached per process, keyed by everything that
-changes the loaded object (model, revision, device, precision, threads, pickle permission).
+changes the loaded object (model, revision, device, precision, backend, threads, pickle permission).
+
+``model.backend: openvino`` runs the model with OpenVINO instead of eager PyTorch (CPU only): the
+model is converted once to OpenVINO IR, which is kept on disk (next to the weights when that folder
+is writable, else under ``$XDG_CACHE_HOME/ner_udf/openvino``), so a worker's load reads the IR and
+compiles it without loading the torch weights.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from .errors import UserError, one_line
 _CACHE: dict[tuple, "LoadedModel"] = {}
 _LOCK = threading.Lock()
 LOAD_COUNT = 0  # loads performed by this process (the cache makes repeats free)
+OV_CONVERSIONS = 0  # torch -> OpenVINO IR conversions performed by this process (the disk cache makes repeats free)
 
 
 @dataclass
@@ -148,8 +154,8 @@ def load_model(cfg: ModelConfig, device: str | None = None) -> LoadedModel:
     GPU Spark assigned to the task)."""
     global LOAD_COUNT
     dev = resolve_device(device or cfg.device)
-    key = (cfg.name, cfg.revision, dev, cfg.precision, _threads(cfg), cfg.tokenizer_threads, cfg.allow_pickle,
-           cfg.length_multiple)
+    key = (cfg.name, cfg.revision, dev, cfg.precision, cfg.backend, _threads(cfg), cfg.tokenizer_threads,
+           cfg.allow_pickle, cfg.length_multiple)
     with _LOCK:
         hit = _CACHE.get(key)
         if hit is not None:
@@ -175,6 +181,8 @@ def _load(cfg: ModelConfig, device: str) -> LoadedModel:
         raise UserError(f"model.precision: fp16 needs a CUDA device, got device {device!r}; use fp32, bf16 or int8")
     if cfg.precision == "int8" and device.startswith("cuda"):
         raise UserError("model.precision: int8 (dynamic quantization) runs on CPU only; use fp16 or bf16 on GPU")
+    if cfg.backend == "openvino":
+        _check_openvino(cfg, device)
     torch.set_num_threads(_threads(cfg))
     if device.startswith("cuda") and not cfg.cudnn_attention and hasattr(torch.backends.cuda, "enable_cudnn_sdp"):
         # cuDNN's attention backend (PyTorch's first choice for fp16/bf16 on recent GPUs) builds a
@@ -198,29 +206,74 @@ def _load(cfg: ModelConfig, device: str) -> LoadedModel:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     kwargs = dict(revision=cfg.revision, trust_remote_code=False)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(cfg.name, use_fast=True, **kwargs)
-        # bf16/fp16 weights are cast while loading: no full fp32 copy in memory (a bf16 worker's
-        # peak at load fell from 1.55 to ~0.9 GB)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision, torch.float32)
-        model, info = AutoModelForTokenClassification.from_pretrained(
-            cfg.name, use_safetensors=None if cfg.allow_pickle else True, dtype=dtype, output_loading_info=True,
-            ignore_mismatched_sizes=True, **kwargs  # reported in the loading info: refused below, by name
-        )
-    except Exception as exc:  # noqa: BLE001 - missing files, bad weights (SafetensorError), wrong shapes
+
+    def cannot_load(exc: Exception) -> UserError:
         pickled_only = Path(cfg.name).is_dir() and not list(Path(cfg.name).glob("*.safetensors"))
         hint = " (only safetensors weights are loaded unless model.allow_pickle=true)" if pickled_only and not \
             cfg.allow_pickle else ""
-        raise UserError(f"model.name: cannot load {cfg.name!r}: {one_line(exc)}{hint}") from exc
-    # transformers' warnings about weights it had to invent are silenced above: they fail the load
-    invented = sorted(set(info.get("missing_keys") or ()) | {str(m[0]) if isinstance(m, tuple) else str(m)
-                                                              for m in info.get("mismatched_keys") or ()})
-    if invented:
-        raise UserError(f"model.name: {cfg.name!r}: weights missing or of the wrong shape, which transformers would "
-                        f"initialise at random: {', '.join(invented[:5])}{' ...' if len(invented) > 5 else ''}")
+        return UserError(f"model.name: cannot load {cfg.name!r}: {one_line(exc)}{hint}")
+
+    def load_weights(dtype):
+        try:
+            model, info = AutoModelForTokenClassification.from_pretrained(
+                cfg.name, use_safetensors=None if cfg.allow_pickle else True, dtype=dtype, output_loading_info=True,
+                ignore_mismatched_sizes=True, **kwargs  # reported in the loading info: refused below, by name
+            )
+        except Exception as exc:  # noqa: BLE001 - missing files, bad weights (SafetensorError), wrong shapes
+            raise cannot_load(exc) from exc
+        # transformers' warnings about weights it had to invent are silenced above: they fail the load
+        invented = sorted(set(info.get("missing_keys") or ()) | {str(m[0]) if isinstance(m, tuple) else str(m)
+                                                                  for m in info.get("mismatched_keys") or ()})
+        if invented:
+            raise UserError(f"model.name: {cfg.name!r}: weights missing or of the wrong shape, which transformers "
+                            f"would initialise at random: {', '.join(invented[:5])}"
+                            f"{' ...' if len(invented) > 5 else ''}")
+        return model.eval()
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(cfg.name, use_fast=True, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - missing files
+        raise cannot_load(exc) from exc
     if not getattr(tokenizer, "is_fast", False):
         raise UserError(f"model.name: {cfg.name!r} has no fast tokenizer (tokenizer.json); offsets need one")
-    model.eval()
+    if cfg.backend == "openvino":
+        forward, config = _openvino_forward(cfg, tokenizer, load_weights, cannot_load)
+    else:
+        # bf16/fp16 weights are cast while loading: no full fp32 copy in memory (a bf16 worker's
+        # peak at load fell from 1.55 to ~0.9 GB)
+        model = load_weights({"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision, torch.float32))
+        forward, config = _torch_forward(cfg, device, model)
+    id2label = {int(k): v for k, v in config.id2label.items()}
+    length_multiple = cfg.length_multiple
+    if length_multiple is None:
+        # PyTorch's CPU flash attention (bf16 with AMX/avx512) JIT-compiles kernels for every new
+        # sequence length and keeps them for the life of the process, per thread (cpublas's
+        # brgemm kernel cache has no eviction): ~0.3 MB per distinct length, so ~150 MB over the
+        # 512 lengths, and a worker grew with the corpus. Padded to a multiple of 16 there are at
+        # most 32 lengths: `benchmarks/investigations/shape_creep.py --random-lengths --batches 300` went
+        # 744 -> 810 MB unpadded, 742 -> 753 MB padded (flat after 110 passes), same speed.
+        # fp32 (MKL) and int8 keep nothing per length, so they are not padded.
+        length_multiple = 16 if cfg.precision == "bf16" and cfg.backend == "torch" and not device.startswith("cuda") \
+            else 1
+    revision = getattr(config, "_commit_hash", None) or cfg.revision
+    return LoadedModel(
+        name=cfg.name,
+        revision=revision,
+        tokenizer=tokenizer,
+        id2label=id2label,
+        max_positions=int(getattr(config, "max_position_embeddings", 512)),
+        device=device,
+        precision=cfg.precision,
+        forward=forward,
+        length_multiple=length_multiple,
+        path=_model_path(cfg),
+    )
+
+
+def _torch_forward(cfg: ModelConfig, device: str, model):
+    """The eager PyTorch forward of ``model`` (cast to ``cfg.precision``, on ``device``) and its config."""
+    import torch
+
     if cfg.precision == "int8":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -257,31 +310,154 @@ def _load(cfg: ModelConfig, device: str) -> LoadedModel:
             done.record()
             return _Pending(host, done)  # the caller launches more work before it waits
 
-    config = model.config
-    id2label = {int(k): v for k, v in config.id2label.items()}
-    length_multiple = cfg.length_multiple
-    if length_multiple is None:
-        # PyTorch's CPU flash attention (bf16 with AMX/avx512) JIT-compiles kernels for every new
-        # sequence length and keeps them for the life of the process, per thread (cpublas's
-        # brgemm kernel cache has no eviction): ~0.3 MB per distinct length, so ~150 MB over the
-        # 512 lengths, and a worker grew with the corpus. Padded to a multiple of 16 there are at
-        # most 32 lengths: `benchmarks/shape_creep.py --random-lengths --batches 300` went
-        # 744 -> 810 MB unpadded, 742 -> 753 MB padded (flat after 110 passes), same speed.
-        # fp32 (MKL) and int8 keep nothing per length, so they are not padded.
-        length_multiple = 16 if cfg.precision == "bf16" and not device.startswith("cuda") else 1
-    revision = getattr(config, "_commit_hash", None) or cfg.revision
-    return LoadedModel(
-        name=cfg.name,
-        revision=revision,
-        tokenizer=tokenizer,
-        id2label=id2label,
-        max_positions=int(getattr(config, "max_position_embeddings", 512)),
-        device=device,
-        precision=cfg.precision,
-        forward=forward,
-        length_multiple=length_multiple,
-        path=_model_path(cfg),
-    )
+    return forward, model.config
+
+
+def _check_openvino(cfg: ModelConfig, device: str) -> None:
+    if device.startswith("cuda"):
+        raise UserError(f"model.backend: openvino runs on CPU only, got device {device!r}; use model.backend=torch "
+                        "on GPUs (or model.device=cpu)")
+    if cfg.precision not in ("fp32", "bf16"):
+        raise UserError(f"model.backend: openvino runs fp32 or bf16, got model.precision={cfg.precision}; use "
+                        "model.backend=torch for int8")
+    try:
+        import openvino  # noqa: F401
+    except ImportError as exc:
+        raise UserError(f"model.backend: openvino is not installed ({one_line(exc)}); pip install "
+                        "'ner-udf[openvino]' (openvino==2026.4.0) or use model.backend=torch") from None
+
+
+def _ov_files_key(model_dir: str) -> list:
+    """What identifies the weights in ``model_dir``: name, size and mtime of its config and weights."""
+    out = []
+    for f in sorted(Path(model_dir).iterdir()):
+        if f.name == "config.json" or f.suffix in (".safetensors", ".bin"):
+            st = f.stat()
+            out.append((f.name, st.st_size, st.st_mtime_ns))
+    return out
+
+
+def _ov_ir_dirs(model_dir: str | None) -> list[Path]:
+    """Where the IR of the model in ``model_dir`` is looked for and written, first choice first:
+    next to the weights, then the user's cache (both named by a hash of the model's path, its
+    files' sizes and mtimes, and the OpenVINO, transformers and torch versions)."""
+    import hashlib
+
+    import openvino
+    import torch
+    import transformers
+
+    if model_dir is None:
+        return []
+    real = os.path.realpath(model_dir)
+    key = repr((real, _ov_files_key(real), openvino.__version__, transformers.__version__, torch.__version__))
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ner_udf" / "openvino"
+    return [Path(real) / ".openvino" / digest, cache / digest]
+
+
+def _ov_write_ir(ov_model, final: Path) -> bool:
+    """Write ``ov_model`` as ``final/model.xml`` (+ .bin) atomically: into a temporary folder beside
+    it, renamed into place (a concurrent worker that got there first wins; its IR is the same).
+    False where the folder cannot be written."""
+    import shutil
+    import tempfile
+
+    import openvino as ov
+
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    except OSError:
+        return False
+    try:
+        ov.save_model(ov_model, str(tmp / "model.xml"), compress_to_fp16=False)
+        os.chmod(tmp, 0o755)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / "model.xml").is_file():
+                raise
+        return True
+    except OSError:
+        return False
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _ov_convert(model, tokenizer):
+    """The torch ``model`` converted to an OpenVINO model with dynamic batch and sequence axes."""
+    import openvino as ov
+    import torch
+
+    global OV_CONVERSIONS
+    # an example with padding, so that the traced graph keeps the attention mask's path
+    cls = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else 1
+    sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else 2
+    pad_id = tokenizer.pad_token_id or 0
+    ids = torch.tensor([[cls] + [min(5, model.config.vocab_size - 1)] * 6 + [sep],
+                        [cls, min(6, model.config.vocab_size - 1), sep] + [pad_id] * 5], dtype=torch.int64)
+    mask = (torch.arange(8) < torch.tensor([[8], [3]])).to(torch.int64)
+    names = ("input_ids", "attention_mask", "token_type_ids")
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the tracer's notes on constant branches (no padding offset, not causal)
+        ov_model = ov.convert_model(model, example_input=dict(zip(names, (ids, mask, torch.zeros_like(ids)))),
+                                    input=[(n, ov.PartialShape([-1, -1]), ov.Type.i64) for n in names])
+    OV_CONVERSIONS += 1
+    return ov_model
+
+
+def _openvino_forward(cfg: ModelConfig, tokenizer, load_weights, cannot_load):
+    """The OpenVINO forward ``(ids, mask) -> probabilities float32[b, L, n_labels]`` and the model's
+    config. The IR comes from the disk cache when there (no torch weights loaded), else from a
+    conversion of the fp32 torch model, then saved for the next worker."""
+    import openvino as ov
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(cfg.name, revision=cfg.revision, trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001 - missing or bad config.json
+        raise cannot_load(exc) from exc
+    core = ov.Core()
+    ov_model = None
+    dirs = _ov_ir_dirs(_model_path(cfg))
+    for d in dirs:
+        if (d / "model.xml").is_file():
+            try:
+                ov_model = core.read_model(str(d / "model.xml"))
+                break
+            except Exception:  # noqa: BLE001 - a damaged cache entry: convert again
+                ov_model = None
+    if ov_model is None:
+        import torch
+
+        model = load_weights(torch.float32)  # converted at fp32: bf16 is the runtime's inference precision
+        ov_model = _ov_convert(model, tokenizer)
+        del model
+        for d in dirs:
+            if _ov_write_ir(ov_model, d):
+                break
+    props = {"INFERENCE_NUM_THREADS": _threads(cfg), "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
+             "INFERENCE_PRECISION_HINT": "bf16" if cfg.precision == "bf16" else "f32"}
+    if cfg.onednn_cache_capacity:
+        # the CPU plugin keeps compiled kernels per input shape (5,000 by default): capped like oneDNN's
+        props["CPU_RUNTIME_CACHE_CAPACITY"] = cfg.onednn_cache_capacity
+    compiled = core.compile_model(ov_model, "CPU", props)
+    del ov_model
+    request = compiled.create_infer_request()
+    output = compiled.output(0)
+    lock = threading.Lock()  # one infer request: one batch at a time
+
+    def forward(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        with lock:
+            res = request.infer({"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})
+            x = np.array(res[output], dtype=np.float32)  # a copy: the request's buffer is reused
+        x -= x.max(axis=-1, keepdims=True)  # softmax in fp32, as the torch forward
+        np.exp(x, out=x)
+        x /= x.sum(axis=-1, keepdims=True)
+        return x
+
+    return forward, config
 
 
 def _model_path(cfg: ModelConfig) -> str | None:

@@ -339,15 +339,17 @@ def make_tag_fn(cfg_json: str, loads_acc, driver_cwd: str | None = None, report_
         device = task_device(cfg.model.device, TaskContext.get())
         worker = f"{socket.gethostname()}/{os.getpid()}"
         loaded = tagger = None
+        ms_load = 0  # the model load, when this task did it
         for pdf in batches:
             if len(pdf) == 0:
                 continue
             if tagger is None:  # loaded on the first rows: a task with nothing to tag loads nothing
                 local = find_model_dir(cfg.model.name, model_roots(driver_cwd))
                 model_cfg = cfg.model if local is None else cfg.model.model_copy(update={"name": str(local)})
-                before = model_mod.LOAD_COUNT
+                before, t_load = model_mod.LOAD_COUNT, time.perf_counter()
                 loaded = model_mod.load_model(model_cfg, device=device)
                 if model_mod.LOAD_COUNT != before:
+                    ms_load = int((time.perf_counter() - t_load) * 1000)
                     ms = int((time.perf_counter() - task_start) * 1000)
                     metrics.model_loaded(_executor_key(), worker, ms, loaded.load_peak_rss_mb)
                     events.send(report_to, e=events.LOAD, executor=_executor_key(), worker=worker, ms=ms,
@@ -363,10 +365,14 @@ def make_tag_fn(cfg_json: str, loads_acc, driver_cwd: str | None = None, report_
         if tagger is None:
             return
         peak, _ = model_mod.peak_rss_mb()  # since the load when it reset the high-water mark
+        ms_task = int((time.perf_counter() - task_start) * 1000)
+        ctx = TaskContext.get()
+        # ms: this partition's tagging, without a model load: what shows a straggler task
         events.send(report_to, e=events.TASK, executor=_executor_key(), worker=worker, peak_mb=peak,
-                    peak_reset=loaded.peak_reset)
-        metrics.task_done(_executor_key(), worker, os.getpid(), peak, loaded.peak_reset, tagger.stats,
-                          int((time.perf_counter() - task_start) * 1000))
+                    peak_reset=loaded.peak_reset, ms=ms_task - ms_load,
+                    partition=None if ctx is None else ctx.partitionId(),
+                    attempt=None if ctx is None else ctx.attemptNumber())
+        metrics.task_done(_executor_key(), worker, os.getpid(), peak, loaded.peak_reset, tagger.stats, ms_task)
 
     return tag_batches
 
@@ -417,13 +423,73 @@ def _tag_frame(pdf: pd.DataFrame, tagger) -> pd.DataFrame:
 
 
 def tag(df: DataFrame, cfg: Config, loads_acc, partitions: int, report_to: tuple | None = None) -> DataFrame:
-    """Tag every row. Rows are spread over ``partitions`` partitions by a hash of their text: long
-    and short documents mix evenly over tasks, and identical texts meet in one partition, where
-    the tagger tags them once."""
+    """Tag every row, spread over ``partitions`` partitions by :func:`spread`."""
     if partitions:
-        df = df.repartition(partitions, F.xxhash64(F.col(_TEXT)))
+        df = spread(df, partitions, cfg.tagging.balance)
     fn = make_tag_fn(cfg.model_dump_json(), loads_acc, os.getcwd(), report_to)
     return df.mapInPandas(fn, tagged_schema(df))
+
+
+_BUCKET = "__ner_bucket"
+_KEY = "__ner_partition_key"
+
+
+def spread(df: DataFrame, partitions: int, balance: str = "cost") -> DataFrame:
+    """``df`` in ``partitions`` partitions; identical texts always meet in one partition, where the
+    tagger tags them once. ``hash``: by a hash of the text, so a partition that draws a few of the
+    longest documents runs long after the others. ``cost``: texts are hashed into buckets, one
+    small aggregation measures each bucket's cost (its texts' UTF-8 bytes, a proxy for their
+    tokens across scripts, plus one per row) and :func:`ner_udf.balance.plan_buckets` places the
+    buckets. That aggregation is a Spark job run now, before tagging: one more scan of the input."""
+    if balance == "hash":
+        return df.repartition(partitions, F.xxhash64(F.col(_TEXT)))
+    n_buckets, plan = balance_plan(df, partitions)
+    keys = partition_keys(df.sparkSession, partitions)
+    # repartition(P, key) sends a row to pmod(hash(key), P): a key chosen per partition puts each
+    # bucket exactly where the plan says
+    lookup = F.expr(f"array({','.join(str(keys[p]) for p in plan)})")  # one literal, parsed once
+    bucket = F.pmod(F.xxhash64(F.col(_TEXT)), F.lit(n_buckets)).cast("int")
+    out = df.withColumn(_KEY, F.element_at(lookup, bucket + 1)).repartition(partitions, F.col(_KEY))
+    return out.drop(_KEY)
+
+
+def bucket_costs(df: DataFrame, n_buckets: int) -> dict[int, int]:
+    """``{bucket: cost}`` of the non-empty buckets (see :func:`spread`): UTF-8 bytes plus one per
+    row (a null or empty text costs 1)."""
+    bucket = F.pmod(F.xxhash64(F.col(_TEXT)), F.lit(n_buckets)).cast("int")
+    cost = F.coalesce(F.octet_length(F.col(_TEXT)), F.lit(0)).cast("long") + 1  # UTF-8 bytes
+    rows = df.select(bucket.alias(_BUCKET), cost.alias("cost")).groupBy(_BUCKET).agg(F.sum("cost").alias("cost"))
+    return {int(r[_BUCKET]): int(r["cost"]) for r in rows.collect()}
+
+
+def balance_plan(df: DataFrame, partitions: int) -> tuple[int, list[int]]:
+    """``(buckets, partition of each bucket)`` for ``df``'s texts: what ``spread(df, partitions)``
+    does with balance ``cost``."""
+    from .balance import bucket_count, plan_buckets
+
+    n_buckets = bucket_count(partitions)
+    return n_buckets, plan_buckets(bucket_costs(df, n_buckets), n_buckets, partitions)
+
+
+_partition_keys: dict[int, list[int]] = {}
+
+
+def partition_keys(spark: SparkSession, partitions: int) -> list[int]:
+    """For each partition j < ``partitions``, a small int k with pmod(hash(k), partitions) == j:
+    Spark's hash partitioning (Murmur3, seed 42, as ``F.hash``) sends a row keyed k there. Found
+    with Spark itself, so it is the hash Spark uses; the same for every session (cached)."""
+    if partitions not in _partition_keys:
+        span = 64 * partitions  # a partition missed by 64 x P draws: odds about e**-64
+        while True:
+            rows = (spark.range(0, span).select(F.col("id").cast("int").alias("k"))
+                    .groupBy(F.pmod(F.hash("k"), F.lit(partitions)).alias("p")).agg(F.min("k").alias("k"))
+                    .collect())
+            found = {int(r["p"]): int(r["k"]) for r in rows}
+            if len(found) == partitions:
+                break
+            span *= 2
+        _partition_keys[partitions] = [found[p] for p in range(partitions)]
+    return _partition_keys[partitions]
 
 
 def read_table(spark: SparkSession, path: str) -> DataFrame:

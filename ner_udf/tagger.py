@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -188,9 +188,8 @@ class Tagger:
             )
         failures: dict[int, str] = {}
         pending = []
-        for idx in plan_batches([len(w) for w in flat], self.config.batch_tokens, self.config.max_padding,
-                                self.length_multiple, self.max_length):
-            pending.extend(self._submit([flat[j] for j in idx], failures))
+        for batch in self.batches(flat):
+            pending.extend(self._submit(batch, failures))
         return _Chunk(per_doc, results, pending, failures)
 
     def _finish(self, chunk: "_Chunk") -> list[DocResult]:
@@ -230,9 +229,21 @@ class Tagger:
         self.stats.seconds_aggregate += time.perf_counter() - t1
         return chunk.results
 
+    def batches(self, windows: list[Window]) -> Iterator[list[Window]]:
+        """The windows the model runs together, longest first, within ``tagging.batch_tokens`` and
+        ``tagging.max_padding`` (:func:`~ner_udf.batching.plan_batches`); :meth:`padded` makes the
+        model's input of one. The benchmarks time the model through these two, as the job feeds it."""
+        for idx in plan_batches([len(w) for w in windows], self.config.batch_tokens, self.config.max_padding,
+                                self.length_multiple, self.max_length):
+            yield [windows[j] for j in idx]
+
+    def padded(self, batch: list[Window]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, attention mask) of one batch, padded as the model is fed."""
+        return pad([w.input_ids for w in batch], self.pad_id, self.length_multiple, self.max_length)
+
     def _submit(self, batch: list[Window], failures: dict) -> list[tuple[list[Window], object]]:
         """Run (or launch) one batch; on failure split it in halves, then blame single windows."""
-        ids, mask = pad([w.input_ids for w in batch], self.pad_id, self.length_multiple, self.max_length)
+        ids, mask = self.padded(batch)
         t0 = time.perf_counter()
         try:
             handle = self.forward(ids, mask)

@@ -279,7 +279,7 @@ def test_identical_texts_are_tagged_once(tiny_model_dir, tmp_path):
     write_corpus(tmp_path / "in.parquet", list(range(60)), texts)
     assert run_job(tmp_path / "in.parquet", tmp_path / "out", tiny_model_dir, "--set", "spark.partitions=4") == 0
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["tagger"]["unique_texts"] == 20  # hash partitioning brings copies together
+    assert manifest["tagger"]["unique_texts"] == 20  # copies share a bucket, so a partition (tagging.balance)
     docs = read(tmp_path / "out", "documents")
     assert len(docs) == 60
     ents = read(tmp_path / "out", "entities")

@@ -1,0 +1,47 @@
+"""Which partition tags which texts: buckets of texts (by a hash of the text) placed on partitions
+by their cost, so that no task is left with several of the few long documents.
+
+No Spark import: :func:`plan_buckets` is the whole decision, given each bucket's cost; the Spark
+side (:func:`ner_udf.spark.spread`) measures the costs and moves the rows.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Mapping
+
+BUCKETS_PER_PARTITION = 64  # fine enough that LPT can even out the loads
+MAX_BUCKETS = 16_384        # the plan is a literal array in the query: keep it small
+
+
+def bucket_count(partitions: int) -> int:
+    """How many buckets the texts are hashed into for ``partitions`` partitions (at least one each)."""
+    return max(partitions, min(partitions * BUCKETS_PER_PARTITION, MAX_BUCKETS))
+
+
+def plan_buckets(costs: Mapping[int, int], buckets: int, partitions: int) -> list[int]:
+    """The partition of each of ``buckets`` buckets, given the cost of the non-empty ones
+    (``{bucket: cost}``): LPT greedy, the most costly bucket first onto the least loaded partition.
+    Deterministic (equal costs by bucket id, equal loads by partition index), so that a retried
+    stage or a second plan of the same input places every text where the first did. Buckets
+    without a cost (empty when measured) are spread round-robin: rows the measurement did not
+    see still land somewhere valid."""
+    if partitions < 1:
+        raise ValueError(f"partitions: got {partitions}, need at least 1")
+    plan = [b % partitions for b in range(buckets)]
+    loads = [(0, p) for p in range(partitions)]  # a heap of (load, partition)
+    for bucket, cost in sorted(costs.items(), key=lambda bc: (-bc[1], bc[0])):
+        if not 0 <= bucket < buckets:
+            raise ValueError(f"bucket {bucket} is not in 0..{buckets - 1}")
+        load, p = heapq.heappop(loads)
+        plan[bucket] = p
+        heapq.heappush(loads, (load + cost, p))
+    return plan
+
+
+def partition_loads(costs: Mapping[int, int], plan: list[int], partitions: int) -> list[int]:
+    """Each partition's total cost under ``plan``."""
+    loads = [0] * partitions
+    for bucket, cost in costs.items():
+        loads[plan[bucket]] += cost
+    return loads
