@@ -427,16 +427,18 @@ def versions() -> dict:
     return out
 
 
-def git_commit() -> str | None:
+def git_commit() -> tuple[str | None, bool]:
+    """(the full commit hash of HEAD, whether the tree is clean: no change to a tracked file and no
+    untracked file outside .gitignore). A dirty tree's hash gets ``-dirty``."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10)
-        if head.returncode != 0:
-            return None
-        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0 or dirty.returncode != 0:
+            return None, False
+        clean = not dirty.stdout.strip()
+        return head.stdout.strip() + ("" if clean else "-dirty"), clean
     except (OSError, subprocess.SubprocessError):
-        return None
+        return None, False
 
 
 # -- entity agreement -----------------------------------------------------------------------------

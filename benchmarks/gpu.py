@@ -215,7 +215,7 @@ def stage_env(run: Run, device: str, how: str) -> dict:
             "cuda_available": torch.cuda.is_available(),
             "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "cpu_count": os.cpu_count(),
-            "versions": bl.versions(), "commit": bl.git_commit()}
+            "versions": bl.versions(), "commit": bl.git_commit()[0]}
     if device.startswith("cuda"):
         p = torch.cuda.get_device_properties(device)
         info.update(card=p.name, capability=f"{p.major}.{p.minor}", memory_gb=round(p.total_memory / 1e9, 1),

@@ -1,27 +1,34 @@
 #!/usr/bin/env python
-"""CPU benchmark of the ner_udf Spark job against the model's roofline and the usual Spark recipes.
+"""CPU benchmark of the ner_udf Spark job against the usual Spark recipes, the model alone and the
+machine's matrix peak: every figure side by side in one run, as medians of interleaved repeats.
 
-    .venv/bin/python benchmarks/run.py [--docs 400] [--only NAME,NAME] [--skip-10x] [--layers N]
+    .venv/bin/python benchmarks/run.py [--docs 300] [--repeats 3] [--layers 12] [--allow-dirty]
 
-Same corpus (real multilingual UDHR text, ``benchmarks.corpus.udhr_documents``), same model (a
-seeded random mBERT-shaped BertForTokenClassification, ``benchmarks.benchlib``) and the same token
-count as numerator for every variant:
+Stages, in this order (each Spark variant in a fresh process: JVM, Python workers and model load
+inside the timing; master ``local[2]`` with ``spark.task.cpus=2``, one task at a time on 2 threads):
 
-* ``roofline_<fp32|bf16|int8>``: the model alone: pre-tokenized windows, length-sorted 8192-token
-  batches, ``ner_udf.model.load_model(...).forward`` only; a fresh process each, 2 torch threads;
-* ``pipeline_row_udf`` / ``predict_batch_udf``: the two common recipes (``benchmarks.peer_udfs``);
-* ``job_<fp32|bf16|int8>``: our job end to end (``jobs/tag_entities.py``), Parquet in, tables out;
-* ``agreement``: entities of bf16/int8 vs fp32 on the real offline model (.cache/models/rampart);
-* ``memory_10x``: the job (bf16) on 10x the documents, with the worker memory of the 1x run
-  (``job_bf16``), for linearity of time and memory;
-* ``dedup``: the job on a corpus with 30% exact duplicates, tagging.dedupe true vs false.
+1. ``peak``: the machine's matrix peak (large fp32/bf16 matmuls, the variants' 2 threads) and the
+   model's FLOPs per token at the corpus's window lengths (``hardware`` in results.json).
+2. ``calibrate``: each peer (``benchmarks/peer_udfs.py``) at each precision tries the pipeline batch
+   sizes {1, 8, 32} in one warm Spark session on the first documents; the best one is benchmarked.
+3. ``main``: ``--repeats`` rounds, each running every variant once in turn (interleaved, so that
+   a noisy minute hits every variant alike): ``roofline_<precision>`` (the model alone through the
+   tagger's own batches), ``job_<precision>`` (``jobs/tag_entities.py``: Parquet in, tables and
+   manifest out), ``pipeline_row_udf_<precision>`` and ``predict_batch_udf_<precision>``.
+   tokens/s = the corpus's tokens (counted once, with the job's tokenization) / wall seconds.
+4. ``agreement``: entities of every reduced precision (and backend) against fp32 eager torch on the
+   real offline model (``make model``), exact (doc, label, start, end), over the bundled sample and
+   ``--agreement-docs`` UDHR documents.
+5. ``skew``: the job on ``--skew-docs`` ordinary documents plus 10 documents of >= 200,000
+   characters, ``tagging.balance`` hash and cost, interleaved; the manifest's per-task times.
 
-Every Spark variant runs in its own fresh process (fresh JVM and Python workers, model loaded
-inside the timing) with master ``local[2]`` and ``spark.task.cpus=2``: one task at a time with 2
-torch threads, the whole 2-core machine, exactly like the roofline's 2 threads.
+Precisions: fp32 and int8 everywhere; bf16 only where the CPU computes it natively (avx512_bf16 or
+AMX); elsewhere torch emulates it and the matmul peak shows by how much (``--precisions`` overrides).
 
-Writes benchmarks/results.json and benchmarks/RESULTS.md (``--layers`` other than 12, a smoke
-test: .cache/bench/smoke/ instead). ``--only`` merges into the existing results.
+Figures are published only from a clean tree: ``benchmarks/results.json``, ``benchmarks/RESULTS.md``
+and README's Performance table (between its ``bench:`` markers) are written when the tree is clean
+and the model has 12 layers. With ``--allow-dirty`` or fewer layers (a smoke test) the results go
+to ``.cache/bench/unpublished/`` (or ``--results-dir``) and are marked ``publishable: false``.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -43,51 +51,64 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import benchlib as bl  # noqa: E402
 from benchmarks.benchlib import BENCH_DIR, ROOT, log  # noqa: E402
 
-PRECISIONS = ("fp32", "bf16", "int8")
-SPARK_VARIANTS = ("pipeline_row_udf", "predict_batch_udf", *(f"job_{p}" for p in PRECISIONS))
-VARIANTS = (*(f"roofline_{p}" for p in PRECISIONS), *(f"job_{p}" for p in PRECISIONS),
-            "pipeline_row_udf", "predict_batch_udf", "agreement", "dedup", "memory_10x")
-GROUPS = {"roofline": [f"roofline_{p}" for p in PRECISIONS], "job": [f"job_{p}" for p in PRECISIONS],
-          "peers": ["pipeline_row_udf", "predict_batch_udf"], "memory": ["job_bf16", "memory_10x"],
-          "all": list(VARIANTS)}
-MAIN_TABLE = (*(f"roofline_{p}" for p in PRECISIONS), "pipeline_row_udf", "predict_batch_udf",
-              *(f"job_{p}" for p in PRECISIONS))
-TARGETS = {  # name: (target, comparison)
-    "job_fp32/roofline_fp32": (0.90, ">="),
-    "job_fp32/predict_batch_udf": (2.0, ">="),
-    "job_fp32/pipeline_row_udf": (1.0, ">="),
-    "best_reduced_precision/job_fp32": (2.8, ">="),
-    "peak_worker_rss_10x/1x": (1.10, "<="),  # the model's worker, exact: max(load, tagging)
-    "peak_tagging_rss_10x/1x": (1.10, "<="),  # the same worker after the load
-    "seconds_10x/1x": (10.5, "<="),
-}
-SPARK_CONF = {
-    "spark.driver.host": "127.0.0.1",
-    "spark.ui.enabled": "false",
-    "spark.ui.showConsoleProgress": "false",
-}
+PEERS = ("pipeline_row_udf", "predict_batch_udf")
+BATCH_SIZES = (1, 8, 32)
+SPARK_CONF = {"spark.driver.host": "127.0.0.1", "spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false"}
 RAMPART = ROOT / ".cache" / "models" / "rampart"
 SAMPLE = ROOT / "data" / "sample" / "corpus.parquet"
+README = ROOT / "README.md"
+README_MARKERS = ("<!-- bench:start (written by benchmarks/run.py; do not edit) -->", "<!-- bench:end -->")
+AGREE_MIN = 0.995  # a reduced precision or a backend must keep this fraction of fp32's entities
+TARGETS = {  # name: (target, comparison, what it means)
+    "job_fp32/best_fp32_peer": (1.3, ">=", "the job at fp32 against the faster peer at fp32, each at its best batch size"),
+    "job_fastest/best_fp32_peer": (3.5, ">=", "the job at its fastest precision that keeps >= 99.5% of fp32's "
+                                              "entities, against the best fp32 peer"),
+    "job_fastest/best_bf16_peer": (2.0, ">=", "the same against the best bf16 peer"),
+    "reduced_precision_agreement": (AGREE_MIN, ">=", "fraction of fp32's entities kept by the best reduced precision"),
+    "reduced_precision_speed": (2.8, ">=", "job speed of that precision over job_fp32"),
+    "skew.max_task_over_median": (1.5, "<=", "longest tagging task over the median task, tagging.balance cost"),
+    "backend_speed_vs_eager": (1.3, ">=", "the job with the fastest model.backend over the job with eager torch, fp32"),
+    "backend_agreement": (AGREE_MIN, ">=", "fraction of fp32 eager's entities that backend keeps"),
+}
+
+
+def native_bf16(machine: dict) -> bool:
+    f = machine.get("flags", {})
+    return bool(f.get("avx512_bf16") or f.get("amx_bf16"))
+
+
+def median_spread(values: list[float]) -> dict:
+    med = statistics.median(values)
+    return {"median": round(med, 1), "min": round(min(values), 1), "max": round(max(values), 1),
+            "spread": round((max(values) - min(values)) / med, 4) if med else None, "runs": [round(v, 1) for v in values]}
 
 
 # -- context ---------------------------------------------------------------------------------
 class Bench:
     def __init__(self, args):
         self.args = args
-        self.smoke = args.layers != 12
-        self.out_dir = Path(args.results_dir) if args.results_dir else (
-            BENCH_DIR / "smoke" if self.smoke else ROOT / "benchmarks")
-        self.results_path = self.out_dir / ("results-smoke.json" if self.smoke else "results.json")
-        self.md_path = self.out_dir / ("RESULTS-smoke.md" if self.smoke else "RESULTS.md")
+        self.commit, self.clean = bl.git_commit()
+        self.publishable = self.clean and args.layers == 12 and not args.results_dir
+        self.out_dir = ROOT / "benchmarks" if self.publishable else Path(
+            args.results_dir or BENCH_DIR / "unpublished")
+        self.results_path = self.out_dir / "results.json"
+        self.md_path = self.out_dir / "RESULTS.md"
         self.logs = BENCH_DIR / "logs"
         self.spark_conf = {**SPARK_CONF, "spark.task.cpus": str(args.task_cpus)}
         m = re.fullmatch(r"local\[(\d+)\]", args.master)
-        self.partitions = 4 * int(m.group(1)) if m else None  # the peers' partitions: 4 x cores
-        self.model_dir: Path | None = None
-        self.docs: list[str] = []
-        self.windows = None
-        self.tokens = 0
-        self.stride = 0
+        self.partitions = 4 * int(m.group(1)) if m else 8  # the peers' partitions: 4 per core, as the job's
+        self.machine = bl.machine_info()
+        if args.precisions:
+            self.precisions = tuple(args.precisions.split(","))
+        else:
+            self.precisions = ("fp32", "bf16", "int8") if native_bf16(self.machine) else ("fp32", "int8")
+        if args.backends is None:
+            import importlib.util
+
+            args.backends = "openvino" if importlib.util.find_spec("openvino") else ""
+        self.backends = tuple(b for b in args.backends.split(",") if b)
+        self.samples: dict[str, list[float]] = {}
+        self.details: dict[str, list[dict]] = {}
         self.results: dict = {}
 
     # -- preparation ---------------------------------------------------------------------------
@@ -95,85 +116,34 @@ class Bench:
         a = self.args
         log(f"model: random mBERT-shaped, {a.layers} layers (built once under {BENCH_DIR})")
         self.model_dir = bl.build_model(bl.default_model_dir(a.layers), layers=a.layers)
-        log(f"corpus: udhr_documents({a.docs}, seed={a.seed})")
         self.docs = bl.corpus_docs(a.docs, a.seed)
         self.corpus_path = bl.write_corpus(self.docs, BENCH_DIR / f"corpus-{a.docs}-s{a.seed}", n_files=8)
-        tok = bl.load_tokenizer(self.model_dir)
-        tagger = bl.make_tagger(tok, batch_tokens=a.budget)
+        self.calib_docs = self.docs[: a.calibration_docs]
+        self.calib_path = bl.write_corpus(self.calib_docs, BENCH_DIR / f"corpus-{a.docs}-s{a.seed}-first{len(self.calib_docs)}",
+                                          n_files=4)
+        tagger = bl.make_tagger(bl.load_tokenizer(self.model_dir), batch_tokens=a.budget)
         self.stride = tagger.stride
-        self.pad_id = tagger.pad_id
-        self.windows, n_tokens = bl.count_tokens(tagger, self.docs)
+        windows, n_tokens = bl.count_tokens(tagger, self.docs)
         self.tokens = int(n_tokens.sum())
-        self.corpus = bl.corpus_stats(self.docs, n_tokens, self.windows)
-        self.corpus.update(seed=a.seed, path=str(_rel(self.corpus_path)), files=8,
-                           stride=self.stride, max_length=tagger.max_length)
-        log(f"corpus: {len(self.docs)} docs, {self.tokens} tokens (real, counted once), "
-            f"{len(self.windows)} windows, {self.corpus['chars']} chars")
+        self.window_lengths = [len(w) for w in windows]
+        _, calib_tokens = bl.count_tokens(tagger, self.calib_docs)
+        self.calib_tokens = int(calib_tokens.sum())
+        self.corpus = bl.corpus_stats(self.docs, n_tokens, windows)
+        self.corpus.update(seed=a.seed, path=_rel(self.corpus_path), files=8, stride=self.stride,
+                           max_length=tagger.max_length)
+        log(f"corpus: {len(self.docs)} docs, {self.tokens:,} tokens (counted once), {len(windows)} windows")
 
-    def load_previous(self, merging: bool) -> None:
-        fresh = {"tokens_per_s": {}, "variants": {}, "agreement_vs_fp32": {}, "memory": {}, "seconds": {},
-                 "dedup": {}}
-        prev = None
-        if merging and self.results_path.is_file():
-            prev = json.loads(self.results_path.read_text())
-            same = (prev.get("corpus", {}).get("tokens") == self.tokens
-                    and prev.get("corpus", {}).get("docs") == len(self.docs)
-                    and prev.get("model", {}).get("spec") == bl.model_spec(self.args.layers))
-            if not same:
-                log(f"{self.results_path.name}: other corpus or model; starting a new results file")
-                prev = None
-        self.results = prev or fresh
-        for k, v in fresh.items():
-            self.results.setdefault(k, v)
+    def main_variants(self) -> list[str]:
+        names = [f"roofline_{p}" for p in self.precisions if p != "int8"]
+        names += [f"roofline_fp32_{b}" for b in self.backends]
+        names += [f"job_{p}" for p in self.precisions]
+        names += [f"job_fp32_{b}" for b in self.backends]
+        names += [f"{peer}_{p}" for peer in PEERS for p in self.precisions if p != "int8"]
+        return names
 
-    # -- bookkeeping ---------------------------------------------------------------------------
-    def record(self, name: str, seconds: float, **details) -> None:
-        tps = self.tokens / seconds if seconds > 0 else None
-        self.results["tokens_per_s"][name] = round(tps, 1) if tps else None
-        self.results["variants"][name] = {"seconds": round(seconds, 3), "tokens": self.tokens,
-                                          "tokens_per_s": self.results["tokens_per_s"][name], **details}
-        log(f"{name}: {seconds:.1f} s, {tps:,.0f} tokens/s")
-        self.save()
-
-    def save(self) -> None:
-        r = self.results
-        r.update(
-            commit=bl.git_commit(), date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            machine=bl.machine_info(), versions=bl.versions(), corpus=self.corpus,
-            model={"dir": str(_rel(self.model_dir)), "spec": bl.model_spec(self.args.layers),
-                   "smoke": self.smoke},
-            setup={"spark_master": self.args.master, "spark_conf": self.spark_conf,
-                   "partitions": self.partitions, "torch_threads": self.args.threads,
-                   "batch_tokens": self.args.budget, "aggregation": "simple", "stride": self.stride,
-                   "job_overrides": self.args.job_set,
-                   "timing": "wall clock of a fresh process per Spark variant, from its start until its "
-                             "result is committed (job: 'committed' line after manifest.json; peers: after "
-                             "the noop write); roofline: forward calls only, after one warm-up batch, in a fresh process per precision"},
-        )
-        compute_derived(r)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.results_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(r, indent=2, ensure_ascii=False) + "\n")
-        os.replace(tmp, self.results_path)
-        self.md_path.write_text(render_markdown(r, _rel(self.results_path)))
-
-    # -- variants ------------------------------------------------------------------------------
-    def roofline(self, precision: str) -> None:
-        """In a fresh process (no heap or allocator state left over from another variant)."""
-        spec = {"model_dir": str(self.model_dir), "corpus_path": str(self.corpus_path), "precision": precision,
-                "budget": self.args.budget, "threads": self.args.threads}
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--_roofline", json.dumps(spec)]
-        out = self.spark_process(f"roofline_{precision}", cmd, "BENCH_RESULT ", self.args.timeout)
-        res = json.loads(next(ln for ln in out["lines"] if ln.startswith("BENCH_RESULT "))[13:])
-        if res["tokens"] != self.tokens:
-            log(f"WARNING roofline_{precision}: counted {res['tokens']} tokens, the benchmark {self.tokens}")
-        seconds = res.pop("seconds")
-        self.record(f"roofline_{precision}", seconds, **res, log=out["log"])
-
-    def spark_process(self, name: str, cmd: list[str], done_marker: str, timeout: float,
-                      extra_env: dict | None = None) -> dict:
-        """Run ``cmd`` in a fresh process group; returns the wall clock until ``done_marker`` appears
-        on its output, the exit wall clock, the worker memory peaks and the captured lines."""
+    # -- processes -----------------------------------------------------------------------------
+    def process(self, name: str, cmd: list[str], done_marker: str, extra_env: dict | None = None) -> dict:
+        """Run ``cmd`` in a fresh process group; the wall clock until ``done_marker`` is printed."""
         env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
                "SPARK_LOCAL_IP": "127.0.0.1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                "TOKENIZERS_PARALLELISM": "false",
@@ -186,10 +156,10 @@ class Bench:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, errors="replace", start_new_session=True)
-        timer = threading.Timer(timeout, lambda: _kill_group(proc))
+        timer = threading.Timer(self.args.timeout, lambda: _kill_group(proc))
         timer.start()
         try:
-            with bl.WorkerMemorySampler(proc.pid) as mem, open(log_path, "w") as logf:
+            with open(log_path, "w") as logf:
                 for line in proc.stdout:
                     if done_at is None and line.startswith(done_marker):
                         done_at = time.perf_counter() - t0
@@ -198,145 +168,95 @@ class Bench:
                 rc = proc.wait()
         finally:
             timer.cancel()
-        exit_s = time.perf_counter() - t0
+            _kill_group(proc)  # nothing of it outlives the variant
         if rc != 0 or done_at is None:
-            tail = "\n".join(lines[-15:])
-            raise RuntimeError(f"{name}: exit code {rc} after {exit_s:.0f}s (log {log_path}):\n{tail}")
-        return {"wall_s": done_at, "exit_wall_s": round(exit_s, 3), **mem.result(), "lines": lines,
-                "log": str(_rel(log_path))}
+            raise RuntimeError(f"{name}: exit code {rc} (log {log_path}):\n" + "\n".join(lines[-15:]))
+        result = next((json.loads(ln[13:]) for ln in lines if ln.startswith("BENCH_RESULT ")), {})
+        return {"wall_s": done_at, "result": result, "log": _rel(log_path)}
 
-    def peer(self, variant: str) -> None:
-        spec = {"variant": variant, "input_path": str(self.corpus_path), "model_dir": str(self.model_dir),
-                "stride": self.stride, "master": self.args.master, "conf": self.spark_conf,
-                "partitions": self.partitions or 8, "batch_size": 32}
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--_peer", json.dumps(spec)]
-        self.logs.mkdir(parents=True, exist_ok=True)
-        loads = self.logs / f"{variant}.loads"
-        loads.unlink(missing_ok=True)
-        out = self.spark_process(variant, cmd, "BENCH_RESULT ", self.args.timeout,
-                                 extra_env={"BENCH_PIPELINE_LOADS": str(loads)})
-        out["pipeline_loads"] = len(loads.read_text().split()) if loads.is_file() else None
-        inner = json.loads(next(ln for ln in out.pop("lines") if ln.startswith("BENCH_RESULT "))[13:])
-        wall = out.pop("wall_s")
-        self.record(variant, wall, **out, inner=inner,
-                    stride=self.stride, note="transformers pipeline, aggregation simple, same stride as the job")
+    def child(self, kind: str, spec: dict, name: str) -> dict:
+        cmd = [sys.executable, str(Path(__file__).resolve()), f"--_{kind}", json.dumps(spec)]
+        return self.process(name, cmd, "BENCH_RESULT ")
 
-    def job(self, name: str, precision: str, corpus_path: Path, tokens: int | None = None,
-            dedupe: bool = True, extra: dict | None = None) -> dict:
+    def job(self, name: str, corpus_path: Path, model_dir: Path, sets: dict) -> dict:
         out_path = BENCH_DIR / "out" / name
-        sets = {
-            "model.precision": precision, "model.device": "cpu", "spark.master": self.args.master,
-            "spark.conf": json.dumps(self.spark_conf), "input.passthrough_cols": "[]",
-            "output.mode": "overwrite", "tagging.dedupe": str(dedupe).lower(),
-            "tagging.batch_tokens": str(self.args.budget), "output.partition_by": "[]",
-        }
-        sets.update(kv.split("=", 1) for kv in self.args.job_set)
-        sets.update(extra or {})
-        cmd = job_command(corpus_path, out_path, self.model_dir, sets)
-        out = self.spark_process(name, cmd, "ner-tag: committed", self.args.timeout)
-        out.pop("lines")
+        sets = {"model.device": "cpu", "spark.master": self.args.master, "spark.conf": json.dumps(self.spark_conf),
+                "input.passthrough_cols": "[]", "output.mode": "overwrite", "output.partition_by": "[]",
+                "tagging.batch_tokens": str(self.args.budget), "report.enabled": "false", **sets}
+        out = self.process(name, job_command(corpus_path, out_path, model_dir, sets), "ner-tag: committed")
         manifest = json.loads((out_path / "manifest.json").read_text())
-        counted = manifest["counts"]["tokens"]
-        if tokens is not None and counted != tokens:
-            log(f"WARNING {name}: the job counted {counted} tokens, the benchmark {tokens}")
-        peaks = manifest.get("worker_peak_rss_mb") or {}  # exact (kernel VmHWM) per worker: load, tagging
-        load = max((w.get("load", 0) for w in peaks.values()), default=0) or None
-        tagging = max((w.get("tagging", w.get("peak", 0)) for w in peaks.values()), default=0) or None
-        return {**out, "worker_peak_rss_mb": peaks, "peak_load_rss_mb": load, "peak_tagging_rss_mb": tagging,
-                "peak_worker_hwm_mb": max(load or 0, tagging or 0) or None,
-                "manifest_seconds": manifest["throughput"]["seconds"],
-                "manifest_tokens_per_s": manifest["throughput"]["tokens_per_s"],
-                "tokens_counted_by_job": counted, "entities": manifest["counts"]["entities"]["total"],
-                "model_loads": manifest.get("model_loads"), "tagger": manifest.get("tagger"),
-                "partitions": manifest["spark"]["partitions"], "precision": precision, "dedupe": dedupe}
+        return {"wall_s": out["wall_s"], "log": out["log"], "manifest": manifest, "output": out_path}
 
-    def job_variant(self, precision: str) -> None:
-        name = f"job_{precision}"
-        out = self.job(name, precision, self.corpus_path, self.tokens)
-        wall = out.pop("wall_s")
-        self.record(name, wall, **out)
-        if precision == self.args.mem_precision and self.memory_docs == self.args.docs:
-            self.results["memory"].update(**_memory_fields(out, "1x"), precision=precision)
-            self.results["seconds"].update(job_1x=round(wall, 3), job_1x_manifest=out["manifest_seconds"])
-            self.save()
-
-    @property
-    def memory_docs(self) -> int:
-        return self.args.memory_docs or self.args.docs
-
-    def _memory_corpus(self, n: int):
-        a = self.args
-        docs = bl.corpus_docs(n, a.seed)
-        path = bl.write_corpus(docs, BENCH_DIR / f"corpus-{n}-s{a.seed}", n_files=8)
-        _, n_tok = bl.count_tokens(bl.make_tagger(bl.load_tokenizer(self.model_dir), batch_tokens=a.budget), docs)
-        return docs, path, int(n_tok.sum())
-
-    def memory_10x(self) -> None:
-        a = self.args
-        n1 = self.memory_docs
-        # --memory-batch-rows: the same smaller pandas batch in both runs, so that the 1x run already
-        # fills whole pandas batches (with the default 2,048 rows and 4 partitions that needs >= 8,192
-        # documents at 1x); None = the config's spark.arrow_batch_rows
-        extra = {"spark.arrow_batch_rows": str(a.memory_batch_rows)} if a.memory_batch_rows else None
-        if n1 == a.docs and not extra:
-            if f"job_{a.mem_precision}" not in self.results["variants"]:
-                log(f"memory_10x: running job_{a.mem_precision} first (the 1x point)")
-                self.job_variant(a.mem_precision)
-            tokens_1x = self.tokens
-        else:  # its own 1x corpus (--memory-docs), e.g. one big enough to fill every batch shape
-            log(f"memory_10x: 1x = udhr_documents({n1})")
-            _, path1, tokens_1x = self._memory_corpus(n1)
-            out = self.job("job_1x", a.mem_precision, path1, tokens_1x, extra=extra)
-            wall = out.pop("wall_s")
-            self.results["variants"]["job_1x"] = {"seconds": round(wall, 3), "tokens": tokens_1x, "docs": n1,
-                                                  "tokens_per_s": round(tokens_1x / wall, 1), **out}
-            self.results["memory"].update(**_memory_fields(out, "1x"), precision=a.mem_precision)
-            self.results["seconds"].update(job_1x=round(wall, 3), job_1x_manifest=out["manifest_seconds"])
-            log(f"job_1x: {wall:.1f} s, worker peak {out['peak_worker_hwm_mb']} MB (load {out['peak_load_rss_mb']}, "
-                f"tagging {out['peak_tagging_rss_mb']}), sampled sum {out['peak_worker_rss_mb']} MB")
-            self.save()
-        n = 10 * n1
-        log(f"memory_10x: udhr_documents({n}) (distinct; its first {n1} docs are the 1x corpus)")
-        docs, path, tokens = self._memory_corpus(n)
-        out = self.job("job_10x", a.mem_precision, path, tokens, extra=extra)
-        wall = out.pop("wall_s")
-        self.results["variants"]["job_10x"] = {"seconds": round(wall, 3), "tokens": tokens, "docs": n,
-                                               "distinct_docs": len(set(docs)),
-                                               "tokens_per_s": round(tokens / wall, 1), **out}
-        self.results["memory"].update(**_memory_fields(out, "10x"), tokens_10x=tokens, tokens_1x=tokens_1x, docs_1x=n1, docs_10x=n,
-                                      arrow_batch_rows=a.memory_batch_rows or "config",
-                                      # a --only memory_10x run rewrites the file's commit: keep its own
-                                      commit=bl.git_commit(),
-                                      date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-        self.results["seconds"].update(job_10x=round(wall, 3), job_10x_manifest=out["manifest_seconds"])
-        log(f"job_10x: {wall:.1f} s, {tokens / wall:,.0f} tokens/s, worker peak {out['peak_worker_hwm_mb']} MB "
-            f"(load {out['peak_load_rss_mb']}, tagging {out['peak_tagging_rss_mb']}), "
-            f"sampled sum {out['peak_worker_rss_mb']} MB")
+    # -- stages --------------------------------------------------------------------------------
+    def peak(self) -> None:
+        res = self.child("peak", {"threads": self.args.threads, "size": self.args.peak_size,
+                                  "precisions": [p for p in ("fp32", "bf16") if p in self.precisions or p == "bf16"],
+                                  "native_bf16": native_bf16(self.machine)}, "peak")["result"]
+        spec = bl.model_spec(self.args.layers)
+        flops = model_flops(self.window_lengths, spec["num_hidden_layers"], spec["hidden_size"],
+                            spec["intermediate_size"], len(spec["labels"]))
+        self.results["hardware"] = {"peak_gflops": res["gflops"], "peak_method": res["method"],
+                                    "flops_per_token": round(flops / self.tokens),
+                                    "flops_method": "2 x multiply-adds of the encoder's matmuls (QKV, output, FFN, "
+                                                    "attention scores and values, classifier) over the corpus's "
+                                                    "windows at their real lengths, per counted token",
+                                    "peak_fraction": {}}
+        log(f"peak: {res['gflops']} GFLOP/s; model {flops / self.tokens / 1e6:.1f} MFLOP per token")
         self.save()
 
-    def dedup(self) -> None:
-        a = self.args
-        docs = bl.corpus_docs(a.docs, a.seed, dup_fraction=a.dup_fraction)
-        path = bl.write_corpus(docs, BENCH_DIR / f"corpus-{a.docs}-s{a.seed}-dup{int(a.dup_fraction * 100)}",
-                               n_files=8)
-        tok = bl.load_tokenizer(self.model_dir)
-        _, n_tok = bl.count_tokens(bl.make_tagger(tok, batch_tokens=a.budget), docs)
-        tokens = int(n_tok.sum())
-        res = {"precision": a.dedup_precision, "docs": len(docs), "distinct_docs": len(set(docs)),
-               "duplicate_fraction": a.dup_fraction, "tokens": tokens,
-               "note": "tokens/s numerator = tokens of all rows, duplicates included, for both runs"}
-        for dedupe in (True, False):
-            key = "dedupe_true" if dedupe else "dedupe_false"
-            out = self.job(f"dedup_{key}", a.dedup_precision, path, tokens, dedupe=dedupe)
-            res[key] = {"seconds": round(out["wall_s"], 3), "tokens_per_s": round(tokens / out["wall_s"], 1),
-                        "manifest_seconds": out["manifest_seconds"],
-                        "manifest_tokens_per_s": out["manifest_tokens_per_s"],
-                        "windows_fed": (out.get("tagger") or {}).get("windows"),
-                        "unique_texts_tagged": (out.get("tagger") or {}).get("unique_texts")}
-            log(f"dedup {key}: {out['wall_s']:.1f} s, {tokens / out['wall_s']:,.0f} tokens/s")
-            self.results["dedup"] = res
-            self.save()
-        res["speedup"] = round(res["dedupe_true"]["tokens_per_s"] / res["dedupe_false"]["tokens_per_s"], 3)
+    def calibrate(self) -> None:
+        cal = self.results.setdefault("calibration", {})
+        for peer in PEERS:
+            for p in self.precisions:
+                if p == "int8":
+                    continue
+                name = f"{peer}_{p}"
+                spec = {"variant": peer, "input_path": str(self.calib_path), "model_dir": str(self.model_dir),
+                        "stride": self.stride, "master": self.args.master, "conf": self.spark_conf,
+                        "partitions": self.partitions, "precision": p, "batch_sizes": list(BATCH_SIZES)}
+                res = self.child("peer", spec, f"calibrate_{name}")["result"]
+                tps = {str(b): round(self.calib_tokens / s, 1) for b, s in res["seconds_by_batch_size"].items()}
+                best = max(tps, key=tps.get)
+                cal[name] = {"docs": len(self.calib_docs), "tokens": self.calib_tokens, "tokens_per_s": tps,
+                             "best_batch_size": int(best)}
+                log(f"calibrate {name}: tokens/s by batch size {tps} -> {best}")
+                self.save()
+
+    def run_variant(self, name: str) -> None:
+        kind, _, rest = name.partition("_")
+        if name.startswith("roofline_"):
+            parts = name.split("_")
+            res = self.child("roofline", {"model_dir": str(self.model_dir), "corpus_path": str(self.corpus_path),
+                                          "precision": parts[1], "backend": parts[2] if len(parts) > 2 else "torch",
+                                          "budget": self.args.budget,
+                                          "threads": self.args.threads}, name)["result"]
+            seconds, detail = res.pop("seconds"), res
+        elif name.startswith("job_"):
+            parts = name.split("_")
+            sets = {"model.precision": parts[1]}
+            if len(parts) > 2:
+                sets["model.backend"] = parts[2]
+            out = self.job(name, self.corpus_path, self.model_dir, sets)
+            m = out["manifest"]
+            seconds = out["wall_s"]
+            detail = {"tokens_counted_by_job": m["counts"]["tokens"], "entities": m["counts"]["entities"]["total"],
+                      "job_seconds": m["throughput"]["seconds"], "model_loads": m.get("model_loads"),
+                      "tasks": m["throughput"].get("tasks"), "log": out["log"]}
+            if m["counts"]["tokens"] != self.tokens:
+                log(f"WARNING {name}: the job counted {m['counts']['tokens']} tokens, the benchmark {self.tokens}")
+        else:
+            peer, prec = name.rsplit("_", 1)
+            batch = self.results["calibration"][name]["best_batch_size"]
+            out = self.child("peer", {"variant": peer, "input_path": str(self.corpus_path),
+                                      "model_dir": str(self.model_dir), "stride": self.stride,
+                                      "master": self.args.master, "conf": self.spark_conf,
+                                      "partitions": self.partitions, "precision": prec, "batch_sizes": [batch]}, name)
+            seconds = out["wall_s"]
+            detail = {"batch_size": batch, "action_s": out["result"]["seconds_by_batch_size"][str(batch)],
+                      "log": out["log"]}
+        self.samples.setdefault(name, []).append(self.tokens / seconds)
+        self.details.setdefault(name, []).append({"seconds": round(seconds, 3), **detail})
+        log(f"{name}: {seconds:.1f} s, {self.tokens / seconds:,.0f} tokens/s")
         self.save()
 
     def agreement(self) -> None:
@@ -347,87 +267,333 @@ class Bench:
         from ner_udf.tagger import Tagger
 
         if not (RAMPART / "model.safetensors").is_file():
-            log(f"agreement: {RAMPART} missing (run `make model`); skipped")
-            return
+            raise RuntimeError(f"agreement: {RAMPART} is missing (run `make model`)")
         sample = [t for t in pq.read_table(SAMPLE, columns=["text"]).column("text").to_pylist() if t and t.strip()]
-        sets = {"sample": list(dict.fromkeys(sample)), "benchmark_corpus": self.docs}
+        sample = list(dict.fromkeys(sample))[: self.args.agreement_sample]
+        texts = sample + bl.corpus_docs(self.args.agreement_docs, self.args.seed + 1)
         cfg = TaggingConfig(aggregation="simple", batch_tokens=self.args.budget)
-        out: dict = {"model": str(RAMPART.relative_to(ROOT)), "aggregation": "simple",
-                     "match": "exact (label, start, end) per document", "by_set": {}}
-        found: dict = {}
-        for p in PRECISIONS:
+        candidates = [(p, "torch") for p in self.precisions if p != "fp32"] + [("fp32", b) for b in self.backends]
+        found = {}
+        for prec, backend in [("fp32", "torch"), *candidates]:
             model_mod.clear_cache()
-            loaded = model_mod.load_model(ModelConfig(name=str(RAMPART), device="cpu", precision=p,
-                                                      threads=self.args.threads))
-            for set_name, texts in sets.items():
-                found[(p, set_name)] = Tagger.from_loaded(loaded, cfg).tag(texts)
+            kwargs = {"backend": backend} if backend != "torch" else {}
+            loaded = model_mod.load_model(ModelConfig(name=str(RAMPART), device="cpu", precision=prec,
+                                                      threads=self.args.threads, **kwargs))
+            t0 = time.perf_counter()
+            found[(prec, backend)] = Tagger.from_loaded(loaded, cfg).tag(texts)
+            log(f"agreement: {prec}/{backend} tagged {len(texts)} texts in {time.perf_counter() - t0:.0f} s")
         model_mod.clear_cache()
-        for p in PRECISIONS[1:]:
-            per = {s: bl.agreement(found[("fp32", s)], found[(p, s)]) for s in sets}
-            ref = [r for s in sets for r in found[("fp32", s)]]
-            got = [r for s in sets for r in found[(p, s)]]
-            total = bl.agreement(ref, got)
-            out["by_set"][p] = per
-            out[p] = total
-            self.results["agreement_vs_fp32"][p] = total["fraction_of_fp32"]
-            log(f"agreement {p} vs fp32: {total['fraction_of_fp32']:.4f} of {total['fp32_entities']} fp32 "
-                f"entities identical, jaccard {total['jaccard']:.4f}")
-        out["texts"] = {s: len(t) for s, t in sets.items()}
-        self.results["agreement_detail"] = out
+        detail = {"model": _rel(RAMPART), "texts": len(texts), "match": "exact (doc, label, start, end)",
+                  "reference": "fp32, eager torch"}
+        for prec, backend in candidates:
+            key = prec if backend == "torch" else f"{prec}_{backend}"
+            a = bl.agreement(found[("fp32", "torch")], found[(prec, backend)])
+            detail[key] = a
+            self.results["agreement_vs_fp32"][key] = a["fraction_of_fp32"]
+            log(f"agreement {key}: {a['fraction_of_fp32']:.4f} of {a['fp32_entities']} fp32 entities kept")
+        self.results["agreement_detail"] = detail
         self.save()
 
+    def skew(self) -> None:
+        a = self.args
+        model_dir = bl.build_model(bl.default_model_dir(a.skew_layers), layers=a.skew_layers)
+        docs = bl.corpus_docs(a.skew_docs, a.seed) + long_documents(10, a.skew_long_chars, a.seed + 2)
+        path = bl.write_corpus(docs, BENCH_DIR / f"skew-{a.skew_docs}+10-s{a.seed}", n_files=8)
+        runs: dict[str, list[dict]] = {"hash": [], "cost": []}
+        outputs = {}
+        for rep in range(a.repeats):
+            for balance in ("hash", "cost"):
+                name = f"skew_{balance}"
+                out = self.job(name, path, model_dir, {"tagging.balance": balance, "model.precision": "fp32"})
+                tasks = out["manifest"]["throughput"].get("tasks") or {}
+                runs[balance].append({"seconds": round(out["wall_s"], 2), **{k: tasks.get(k) for k in
+                                      ("count", "median_s", "max_s", "max_over_median")}})
+                log(f"skew {balance} #{rep + 1}: {out['wall_s']:.1f} s, longest task / median "
+                    f"{tasks.get('max_over_median')}")
+                if rep == 0:
+                    outputs[balance] = entity_rows(out["output"])
+        same, diff = same_entities(outputs["hash"], outputs["cost"])
+        self.results["skew"] = {
+            "max_task_over_median": statistics.median(r["max_over_median"] for r in runs["cost"]),
+            "max_task_over_median_hash": statistics.median(r["max_over_median"] for r in runs["hash"]),
+            "seconds": {b: median_spread([r["seconds"] for r in rs]) for b, rs in runs.items()},
+            "runs": runs, "identical_entities": same, "entity_difference": diff,
+            "corpus": {"docs": len(docs), "long_docs": 10, "ordinary_docs": a.skew_docs, "long_doc_chars": [len(d) for d in docs[-10:]],
+                       "chars": sum(len(d) for d in docs)},
+            "model_layers": a.skew_layers,
+        }
+        self.save()
 
-def roofline_child(model_dir: str, corpus_path: str, precision: str, budget: int, threads: int) -> dict:
-    """The model alone: pre-tokenized windows of the corpus, length-sorted token-budget batches,
-    ``load_model(...).forward`` only (one warm-up batch first)."""
+    # -- results -------------------------------------------------------------------------------
+    def summarize(self) -> None:
+        r = self.results
+        r["tokens_per_s"] = {k: round(statistics.median(v), 1) for k, v in self.samples.items()}
+        r["spread"] = {k: median_spread(v) for k, v in self.samples.items()}
+        r["variants"] = self.details
+        r["best_batch_size"] = {k: v["best_batch_size"] for k, v in r.get("calibration", {}).items()}
+
+    def save(self) -> None:
+        r = self.results
+        a = self.args
+        r.update(commit=self.commit, publishable=self.publishable,
+                 date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                 machine=self.machine, versions=bl.versions(), corpus=self.corpus,
+                 model={"dir": _rel(self.model_dir), "spec": bl.model_spec(a.layers)},
+                 setup={"spark_master": a.master, "spark_conf": self.spark_conf, "peer_partitions": self.partitions,
+                        "torch_threads": a.threads, "batch_tokens": a.budget, "aggregation": "simple",
+                        "stride": self.stride, "repeats": a.repeats, "precisions": list(self.precisions),
+                        "backends": list(self.backends),
+                        "timing": "wall clock of a fresh process per variant, from its start until its result is "
+                                  "committed (job: the 'committed' line, after manifest.json; peers: after a noop "
+                                  "write); roofline: the forward passes only, after a warm-up batch"})
+        r.setdefault("agreement_vs_fp32", {})
+        self.summarize()
+        compute_derived(r)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.results_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(r, indent=2, ensure_ascii=False) + "\n")
+        os.replace(tmp, self.results_path)
+        self.md_path.write_text(render_markdown(r))
+
+
+# -- child processes ----------------------------------------------------------------------------
+def peak_child(threads: int, size: int, precisions: list[str], native_bf16: bool) -> dict:
+    """Best of several large square matmuls per precision (an emulated bf16 gets a small size)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    out, method = {}, {}
+    for p in precisions:
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[p]
+        n = size if p == "fp32" or native_bf16 else 512
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        a @ b
+        best = float("inf")
+        for _ in range(5 if n == size else 2):
+            t = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - t)
+        out[p] = round(2 * n**3 / best / 1e9, 1)
+        method[p] = f"best of repeated {n}x{n} @ {n}x{n} matmuls, {threads} threads" + (
+            "" if n == size else " (no native bf16 on this CPU: torch emulates it)")
+    return {"gflops": out, "method": method}
+
+
+def roofline_child(model_dir: str, corpus_path: str, precision: str, backend: str, budget: int, threads: int) -> dict:
+    """The model alone: the corpus's windows in the tagger's own batches, ``forward`` only."""
     import pyarrow.parquet as pq
 
     from ner_udf import model as model_mod
-    from ner_udf.batching import pad, plan_batches
     from ner_udf.config import ModelConfig
 
-    table = pq.read_table(corpus_path, columns=["doc_id", "text"]).sort_by("doc_id")
-    docs = table.column("text").to_pylist()
-    t0 = time.perf_counter()
-    loaded = model_mod.load_model(ModelConfig(name=model_dir, device="cpu", precision=precision, threads=threads))
-    load_s = time.perf_counter() - t0
+    docs = pq.read_table(corpus_path, columns=["doc_id", "text"]).sort_by("doc_id").column("text").to_pylist()
+    loaded = model_mod.load_model(ModelConfig(name=model_dir, device="cpu", precision=precision, threads=threads,
+                                              backend=backend))
     tagger = bl.make_tagger(loaded.tokenizer, batch_tokens=budget)
     windows, n_tokens = bl.count_tokens(tagger, docs)
-    lengths = [len(w) for w in windows]
-    batches = [pad([windows[j].input_ids for j in idx], tagger.pad_id) for idx in plan_batches(lengths, budget)]
+    batches = [tagger.padded(b) for b in tagger.batches(windows)]
     loaded.forward(*batches[-1])  # warm-up (the shortest batch)
     t0 = time.perf_counter()
     for ids, mask in batches:
         loaded.forward(ids, mask)
-    seconds = time.perf_counter() - t0
-    import torch
-
-    return {"seconds": seconds, "tokens": int(n_tokens.sum()), "batches": len(batches),
-            "padded_tokens": int(sum(ids.size for ids, _ in batches)), "tokens_fed": int(sum(lengths)),
-            "load_s": round(load_s, 2), "torch_threads": torch.get_num_threads()}
+    return {"seconds": time.perf_counter() - t0, "tokens": int(n_tokens.sum()), "batches": len(batches),
+            "padded_tokens": int(sum(ids.size for ids, _ in batches))}
 
 
 def job_command(corpus_path: Path, out_path: Path, model_dir: Path, sets: dict) -> list[str]:
-    """The job as every benchmark runs it: conf/local.yaml, aggregation simple, plus ``--set`` overrides."""
+    """The job as every benchmark runs it: conf/local.yaml, aggregation simple, ``--set`` overrides."""
     cmd = [sys.executable, str(ROOT / "jobs" / "tag_entities.py"), "--config", str(ROOT / "conf" / "local.yaml"),
            "--input", str(corpus_path), "--output", str(out_path), "--model", str(model_dir),
-           "--aggregation", "simple"]
+           "--aggregation", "simple", "--quiet"]
     for k, v in sets.items():
         cmd += ["--set", f"{k}={v}"]
     return cmd
 
 
-_MEMORY_KEYS = ("peak_worker_hwm_mb", "peak_load_rss_mb", "peak_tagging_rss_mb", "peak_worker_rss_mb",
-                "peak_worker_pss_mb")
+# -- derived figures ----------------------------------------------------------------------------
+def model_flops(lengths: list[int], layers: int, hidden: int, intermediate: int, labels: int) -> float:
+    """FLOPs (2 per multiply-add) of a BERT encoder over windows of these lengths."""
+    total = 0.0
+    for n in lengths:
+        dense = n * (4 * hidden * hidden + 2 * hidden * intermediate)  # QKV + output projection, FFN in and out
+        attention = 2 * n * n * hidden  # scores (QK^T) and their product with V
+        total += 2 * (layers * (dense + attention) + n * hidden * labels)
+    return total
 
 
-def _memory_fields(out: dict, suffix: str) -> dict:
-    """A job run's memory figures for results["memory"]: the exact per-worker peaks from the manifest
-    (kernel high-water marks: overall, the load's, tagging's) and the sampler's summed RSS/PSS."""
-    return {f"{k}_{suffix}": out.get(k) for k in _MEMORY_KEYS}
+def compute_derived(r: dict) -> None:
+    tps = r.get("tokens_per_s", {})
+    agree = r.get("agreement_vs_fp32", {})
+
+    def best(prefixes, prec):
+        cands = {f"{p}_{prec}": tps[f"{p}_{prec}"] for p in prefixes if tps.get(f"{p}_{prec}")}
+        return max(cands.items(), key=lambda kv: kv[1]) if cands else (None, None)
+
+    peer32, peer32_tps = best(PEERS, "fp32")
+    peer16, peer16_tps = best(PEERS, "bf16")
+    # the job's fastest configuration that keeps >= 99.5% of fp32's entities (fp32 eager keeps all)
+    kept = {"job_fp32": tps.get("job_fp32")}
+    for name, value in tps.items():
+        if not name.startswith("job_") or name == "job_fp32" or not value:
+            continue
+        key = name[4:]  # e.g. int8, bf16, fp32_openvino
+        if (agree.get(key) or 0) >= AGREE_MIN:
+            kept[name] = value
+    kept = {k: v for k, v in kept.items() if v}
+    fastest = max(kept.items(), key=lambda kv: kv[1]) if kept else (None, None)
+    reduced = {k: v for k, v in agree.items() if k in ("bf16", "int8")}
+    best_reduced = max(reduced, key=reduced.get) if reduced else None
+    hw = r.get("hardware")
+    if hw:
+        for name, value in tps.items():
+            prec = name.split("_")[1] if name.startswith(("job_", "roofline_")) else None
+            peak = hw["peak_gflops"].get(prec) if prec else None
+            if peak and value:
+                hw["peak_fraction"][name] = round(value * hw["flops_per_token"] / (peak * 1e9), 4)
+        for prec in ("fp32", "bf16", "int8"):  # the job's fraction per precision (int8 against the fp32 peak)
+            v = tps.get(f"job_{prec}")
+            peak = hw["peak_gflops"].get(prec) or hw["peak_gflops"].get("fp32")
+            if v and peak:
+                hw["peak_fraction"][prec] = round(v * hw["flops_per_token"] / (peak * 1e9), 4)
+    backends = {}
+    for name in tps:
+        if name.startswith("job_fp32_"):
+            b = name[len("job_fp32_"):]
+            backends[b] = {"speed_vs_eager": _div(tps[name], tps.get("job_fp32")),
+                           "roofline_vs_eager": _div(tps.get(f"roofline_fp32_{b}"), tps.get("roofline_fp32")),
+                           "agreement": agree.get(f"fp32_{b}")}
+    best_backend = max(backends, key=lambda b: backends[b]["speed_vs_eager"] or 0) if backends else None
+    values = {
+        "job_fp32/best_fp32_peer": _div(tps.get("job_fp32"), peer32_tps),
+        "job_fastest/best_fp32_peer": _div(fastest[1], peer32_tps),
+        "job_fastest/best_bf16_peer": _div(fastest[1], peer16_tps),
+        "reduced_precision_agreement": reduced.get(best_reduced) if best_reduced else None,
+        "reduced_precision_speed": _div(tps.get(f"job_{best_reduced}"), tps.get("job_fp32")) if best_reduced else None,
+        "skew.max_task_over_median": (r.get("skew") or {}).get("max_task_over_median"),
+        "backend_speed_vs_eager": backends[best_backend]["speed_vs_eager"] if best_backend else None,
+        "backend_agreement": backends[best_backend]["agreement"] if best_backend else None,
+    }
+    targets = {}
+    for name, (target, op, meaning) in TARGETS.items():
+        value = values[name]
+        met = None if value is None else (value >= target if op == ">=" else value <= target)
+        targets[name] = {"value": value, "target": target, "op": op, "met": met, "meaning": meaning}
+    targets["job_fp32/best_fp32_peer"]["peer"] = peer32
+    targets["job_fastest/best_fp32_peer"].update(job=fastest[0], peer=peer32)
+    targets["job_fastest/best_bf16_peer"].update(job=fastest[0], peer=peer16)
+    for k in ("reduced_precision_agreement", "reduced_precision_speed"):
+        targets[k]["precision"] = best_reduced
+    for k in ("backend_speed_vs_eager", "backend_agreement"):
+        targets[k]["backend"] = best_backend
+    if backends:
+        r["backends"] = backends
+    r["targets"] = targets
 
 
-def _rel(path: Path) -> str:
+def _div(a, b):
+    return round(a / b, 3) if a and b else None
+
+
+# -- skew helpers -------------------------------------------------------------------------------
+def long_documents(n: int, min_chars: int, seed: int) -> list[str]:
+    """``n`` distinct documents of at least ``min_chars`` characters: UDHR documents run together."""
+    pool = iter(bl.corpus_docs(n * (min_chars // 500 + 50), seed))
+    out = []
+    for _ in range(n):
+        parts, size = [], 0
+        while size < min_chars:
+            parts.append(next(pool))
+            size += len(parts[-1]) + 2
+        out.append("\n\n".join(parts))
+    return out
+
+
+def entity_rows(output: Path) -> list[tuple]:
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(output / "entities", columns=["doc_id", "label", "start", "end", "score"])
+    return sorted(zip(*(t.column(c).to_pylist() for c in ("doc_id", "label", "start", "end", "score"))))
+
+
+def same_entities(a: list[tuple], b: list[tuple]) -> tuple[bool, dict]:
+    keys_a, keys_b = [x[:4] for x in a], [x[:4] for x in b]
+    score = max((abs(x[4] - y[4]) for x, y in zip(a, b)), default=0.0) if keys_a == keys_b else None
+    diff = {"entities": [len(a), len(b)], "max_score_difference": score}
+    return keys_a == keys_b and score is not None and score <= 1e-4, diff
+
+
+# -- rendering ----------------------------------------------------------------------------------
+def _fmt(v, spec=",.0f"):
+    return "–" if v is None else format(v, spec)
+
+
+def performance_table(r: dict) -> str:
+    """The README's Performance block (and the head of RESULTS.md)."""
+    tps, spread, m, c = r["tokens_per_s"], r.get("spread", {}), r["machine"], r["corpus"]
+    base = tps.get("job_fp32")
+    lines = [
+        f"Measured by `make bench` at commit `{r['commit'][:12]}` on {r['date'][:10]}: {m['cpu']}, "
+        f"{m['cores']} cores, `local[2]` with `spark.task.cpus=2`; {c['docs']} UDHR documents, {c['tokens']:,} tokens; "
+        f"median of {r['setup']['repeats']} interleaved runs (spread = (max - min) / median).",
+        "",
+        "| variant | tokens/s | spread | vs job fp32 |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in sorted(tps, key=lambda n: (not n.startswith("job"), n)):
+        s = spread.get(name, {})
+        batch = r.get("best_batch_size", {}).get(name)
+        label = f"`{name}`" + (f" (batch {batch})" if batch else "")
+        lines.append(f"| {label} | {_fmt(tps[name])} | {_fmt(s.get('spread'), '.1%')} | {_fmt(_div(tps[name], base), '.2f')} |")
+    lines += ["", "| target | value | goal | met |", "|---|---:|---:|:---:|"]
+    for name, t in r.get("targets", {}).items():
+        who = " / ".join(x for x in (t.get("job"), t.get("peer"), t.get("precision"), t.get("backend")) if x)
+        met = "–" if t["met"] is None else ("yes" if t["met"] else "**no**")
+        lines.append(f"| {name}{f' ({who})' if who else ''} | {_fmt(t['value'], '.3f')} | {t['op']} {t['target']} | {met} |")
+    hw = r.get("hardware")
+    if hw:
+        lines += ["", f"Matrix peak: {', '.join(f'{p} {g:,} GFLOP/s' for p, g in hw['peak_gflops'].items())}; the model "
+                      f"does {hw['flops_per_token'] / 1e6:.0f} MFLOP per token here; the job runs at "
+                      + ", ".join(f"{p} {hw['peak_fraction'][p]:.0%}" for p in ("fp32", "bf16", "int8")
+                                  if p in hw["peak_fraction"]) + " of the matching peak (int8 against fp32's)."]
+    agree = r.get("agreement_vs_fp32")
+    if agree:
+        lines += ["", "Entities kept against fp32 on the real model: "
+                  + ", ".join(f"{k} {v:.2%}" for k, v in agree.items()) + "."]
+    sk = r.get("skew")
+    if sk:
+        lines += ["", f"Skew ({sk['corpus']['ordinary_docs']:,} documents + 10 of ≥ {min(sk['corpus']['long_doc_chars']):,} characters): longest task / median "
+                      f"task {sk['max_task_over_median']} with `tagging.balance: cost`, "
+                      f"{sk['max_task_over_median_hash']} with `hash`; entities identical: {sk['identical_entities']}."]
+    return "\n".join(lines)
+
+
+def render_markdown(r: dict) -> str:
+    lines = ["# Benchmark results" + ("" if r.get("publishable") else " (NOT PUBLISHABLE: dirty tree or smoke test)"),
+             "", f"Generated by `benchmarks/run.py` at commit `{r['commit']}`, {r['date']}; raw figures in "
+             "`results.json`. How each figure is taken: the docstring of `benchmarks/run.py`.", "",
+             performance_table(r), ""]
+    cal = r.get("calibration")
+    if cal:
+        lines += ["## Peer batch sizes", "", "| peer | " + " | ".join(f"batch {b}" for b in BATCH_SIZES) + " | best |",
+                  "|---|" + "---:|" * (len(BATCH_SIZES) + 1)]
+        for name, c in cal.items():
+            lines.append(f"| {name} | " + " | ".join(_fmt(c['tokens_per_s'].get(str(b))) for b in BATCH_SIZES)
+                         + f" | {c['best_batch_size']} |")
+        lines.append(f"\nOn the first {next(iter(cal.values()))['docs']} documents, in one warm Spark session per peer.")
+    return "\n".join(lines) + "\n"
+
+
+def write_readme(r: dict) -> None:
+    text = README.read_text(encoding="utf-8")
+    start, end = README_MARKERS
+    i, j = text.find(start), text.find(end)
+    if i < 0 or j < i:
+        raise SystemExit(f"README.md has no {start} ... {end} block")
+    README.write_text(text[: i + len(start)] + "\n" + performance_table(r) + "\n" + text[j:], encoding="utf-8")
+
+
+# -- command line -------------------------------------------------------------------------------
+def _rel(path) -> str:
     try:
         return str(Path(path).resolve().relative_to(ROOT))
     except ValueError:
@@ -437,370 +603,94 @@ def _rel(path: Path) -> str:
 def _kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # the process group we started (JVM and workers included)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         pass
-
-
-# -- derived figures ---------------------------------------------------------------------------
-def _mem_ratio(mem: dict, key: str):
-    a, b = mem.get(f"{key}_1x"), mem.get(f"{key}_10x")
-    return round(b / a, 3) if a and b else None
-
-
-def _ratio(tps: dict, a: str, b: str):
-    if tps.get(a) and tps.get(b):
-        return round(tps[a] / tps[b], 3)
-    return None
-
-
-def compute_derived(r: dict) -> None:
-    tps = r.get("tokens_per_s", {})
-    ratios = {
-        "job_fp32/roofline_fp32": _ratio(tps, "job_fp32", "roofline_fp32"),
-        "job_fp32/predict_batch_udf": _ratio(tps, "job_fp32", "predict_batch_udf"),
-        "job_fp32/pipeline_row_udf": _ratio(tps, "job_fp32", "pipeline_row_udf"),
-        "job_bf16/job_fp32": _ratio(tps, "job_bf16", "job_fp32"),
-        "job_int8/job_fp32": _ratio(tps, "job_int8", "job_fp32"),
-        "roofline_bf16/roofline_fp32": _ratio(tps, "roofline_bf16", "roofline_fp32"),
-        "roofline_int8/roofline_fp32": _ratio(tps, "roofline_int8", "roofline_fp32"),
-    }
-    v = r.get("variants", {})
-    # the job's own clock (manifest: tagging + writing, no JVM start / driver checks) vs the roofline
-    if v.get("job_fp32", {}).get("manifest_seconds") and tps.get("roofline_fp32"):
-        ratios["job_fp32(manifest seconds)/roofline_fp32"] = round(
-            v["job_fp32"]["tokens"] / v["job_fp32"]["manifest_seconds"] / tps["roofline_fp32"], 3)
-    r["ratios"] = ratios
-    agree = r.get("agreement_detail", {})
-    best, best_p = None, None
-    for p in ("bf16", "int8"):
-        ratio = ratios.get(f"job_{p}/job_fp32")
-        a = agree.get(p)
-        if ratio is None or a is None:
-            continue
-        if min(a["fraction_of_fp32"], a["jaccard"]) >= 0.99 and (best is None or ratio > best):
-            best, best_p = ratio, p
-    mem, sec = r.get("memory", {}), r.get("seconds", {})
-    # the exact per-worker peak (kernel high-water marks, from the manifest) where both runs have it,
-    # else (results from before it existed) the sampled sum over the worker processes
-    mem_basis = "peak_worker_hwm_mb" if _mem_ratio(mem, "peak_worker_hwm_mb") else "peak_worker_rss_mb"
-    values = {
-        "job_fp32/roofline_fp32": ratios["job_fp32/roofline_fp32"],
-        "job_fp32/predict_batch_udf": ratios["job_fp32/predict_batch_udf"],
-        "job_fp32/pipeline_row_udf": ratios["job_fp32/pipeline_row_udf"],
-        "best_reduced_precision/job_fp32": best,
-        "peak_worker_rss_10x/1x": _mem_ratio(mem, mem_basis),
-        "peak_tagging_rss_10x/1x": _mem_ratio(mem, "peak_tagging_rss_mb"),
-        "seconds_10x/1x": (round(sec["job_10x"] / sec["job_1x"], 3)
-                           if sec.get("job_10x") and sec.get("job_1x") else None),
-    }
-    for key, name in (("peak_worker_pss_mb", "pss_10x/1x"), ("peak_tagging_rss_mb", "peak_tagging_rss_mb_10x/1x"),
-                      ("peak_load_rss_mb", "peak_load_rss_mb_10x/1x")):
-        ratio = _mem_ratio(mem, key)
-        if ratio:
-            mem[name] = ratio
-    targets = {}
-    for name, (target, op) in TARGETS.items():
-        value = values[name]
-        met = None if value is None else (value >= target if op == ">=" else value <= target)
-        targets[name] = {"value": value, "target": target, "op": op, "met": met}
-    targets["best_reduced_precision/job_fp32"]["precision"] = best_p
-    targets["peak_worker_rss_10x/1x"]["basis"] = mem_basis
-    targets["best_reduced_precision/job_fp32"]["condition"] = \
-        "among bf16/int8 with >= 99% of fp32 entities identical and Jaccard >= 0.99"
-    r["targets"] = targets
-
-
-def render_markdown(r: dict, results_name: str) -> str:
-    m, c, ver, s = r["machine"], r["corpus"], r["versions"], r["setup"]
-    tps, var = r["tokens_per_s"], r["variants"]
-    flags = ", ".join(k for k, on in m["flags"].items() if on) or "none"
-    base = tps.get("roofline_fp32")
-    lines = [
-        "# Benchmark results" + (" (SMOKE TEST: small model, not representative)" if r["model"]["smoke"] else ""),
-        "",
-        f"Generated by `benchmarks/run.py` on {r['date']} at commit `{r['commit']}`; raw figures in "
-        f"`{results_name}`.",
-        "",
-        f"* Machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), {m['memory_gb']} GB; "
-        f"CPU flags: {flags}.",
-        f"* Versions: Python {ver['python']}, torch {ver['torch']}, transformers {ver['transformers']}, "
-        f"tokenizers {ver['tokenizers']}, pyspark {ver['pyspark']}.",
-        f"* Model: random (seed {r['model']['spec']['seed']}) BertForTokenClassification with mBERT's shape: "
-        f"{r['model']['spec']['num_hidden_layers']} layers, hidden {r['model']['spec']['hidden_size']}, "
-        f"{r['model']['spec']['num_attention_heads']} heads, intermediate {r['model']['spec']['intermediate_size']}, "
-        f"vocabulary {r['model']['spec']['vocab_size']}, 512 positions, 7 WikiANN labels; a cased WordPiece "
-        f"tokenizer trained on the UDHR text (`benchmarks/benchlib.py`). Speed hardly depends on the weights "
-        f"(they only decide how many entities are aggregated: a bias on O leaves ~5% of tokens in entities).",
-        f"* Corpus: {c['docs']} distinct UDHR documents (`benchmarks.corpus.udhr_documents`, seed {c['seed']}), "
-        f"{len(c['scripts'])} scripts, {c['chars']:,} characters, **{c['tokens']:,} tokens** "
-        f"(per document mean {c['tokens_per_doc']['mean']}, min {c['tokens_per_doc']['min']}, "
-        f"max {c['tokens_per_doc']['max']}); {c['windows']} windows of ≤ {c['max_length']} tokens "
-        f"(stride {c['stride']}), {c['docs_with_several_windows']} documents need several.",
-        f"* Tokens: {c['token_definition']}. The **same** token count, computed once with the job's tokenizer "
-        "code (ner_udf.windows), is the numerator of every tokens/s below, so the figures compare directly"
-        + (" (the job's own manifest counted the same number)." if all(
-            v.get("tokens_counted_by_job") in (None, c["tokens"]) for k, v in var.items() if k in MAIN_TABLE)
-           else " (WARNING: a job manifest counted a different number; see results json)."),
-        f"* Spark variants: master `{s['spark_master']}`, `spark.task.cpus={s['spark_conf'].get('spark.task.cpus')}` "
-        f"(one task at a time, 2 torch threads), peers on {s['partitions']} partitions, the job on its default "
-        "(4 x task slots, see partitions in results.json), each variant in a fresh process "
-        "(JVM start, Python workers and model load inside the timing). Roofline: one process, "
-        f"{s['torch_threads']} torch threads, {s['batch_tokens']}-token length-sorted batches, forward only.",
-        f"* Timing: {s['timing']}.",
-        "",
-        "## Throughput",
-        "",
-        "| variant | tokens/s | seconds | vs roofline_fp32 | peak worker RSS / PSS (MB) | padded / real tokens fed | notes |",
-        "|---|---:|---:|---:|---:|---:|---|",
-    ]
-    notes = {
-        "roofline_fp32": "model forward only, pre-tokenized, sorted token-budget batches",
-        "roofline_bf16": "same, bf16 weights and activations",
-        "roofline_int8": "same, dynamic int8 quantization of the Linear layers",
-        "pipeline_row_udf": "pandas UDF, transformers pipeline called once per row",
-        "predict_batch_udf": "pyspark.ml predict_batch_udf, pipeline on 32 texts, batch_size=32, JSON out",
-        "job_fp32": "our job: Parquet in, entities/ + documents/ + manifest out",
-        "job_bf16": "our job, model.precision=bf16",
-        "job_int8": "our job, model.precision=int8",
-    }
-    for name in MAIN_TABLE:
-        v = var.get(name)
-        if not v:
-            lines.append(f"| {name} | – | – | – | – | – | not run |")
-            continue
-        rel = f"{v['tokens_per_s'] / base:.2f}" if base and v.get("tokens_per_s") else "–"
-        mem = (f"{v['peak_worker_rss_mb']:.0f} / {v['peak_worker_pss_mb']:.0f}"
-               if v.get("peak_worker_rss_mb") is not None else "–")
-        extra = notes.get(name, "")
-        if v.get("manifest_seconds"):
-            extra += f"; job's own clock {v['manifest_seconds']:.1f} s"
-        fed = v.get("tagger") or v
-        pad_ratio = (f"{fed['padded_tokens'] / fed['tokens_fed']:.2f}"
-                     if fed.get("padded_tokens") and fed.get("tokens_fed") else "–")
-        lines.append(f"| {name} | {v['tokens_per_s']:,.0f} | {v['seconds']:.1f} | {rel} | {mem} | {pad_ratio} | {extra} |")
-    lines += ["", "Padded / real tokens fed: tokens the model computed (windows padded to their batch's longest) over "
-              "real window tokens ([CLS]/[SEP] and the stride overlap included); the peers' padding is not measured.",
-              "", "## Targets", "", "| figure | value | target | met |", "|---|---:|---:|:---:|"]
-    for name, t in r["targets"].items():
-        value = "–" if t["value"] is None else f"{t['value']:.3f}"
-        met = "–" if t["met"] is None else ("yes" if t["met"] else "**no**")
-        label = name + (f" ({t['precision']})" if t.get("precision") else "")
-        lines.append(f"| {label} | {value} | {t['op']} {t['target']} | {met} |")
-    lines += ["", "Best reduced precision: " + r["targets"]["best_reduced_precision/job_fp32"]["condition"] + ".",
-              "", "Other ratios: " + ", ".join(f"{k} = {v}" for k, v in r["ratios"].items() if v is not None) + "."]
-    ad = r.get("agreement_detail")
-    if ad:
-        lines += ["", "## Agreement with fp32 (real model)", "",
-                  f"Entities of `{ad['model']}` (the offline trained model, 35 PII labels), aggregation "
-                  f"{ad['aggregation']}, {ad['match']}, over the bundled sample corpus ({ad['texts']['sample']} "
-                  f"distinct texts) and the benchmark corpus ({ad['texts']['benchmark_corpus']} texts), "
-                  "tagged with ner_udf.tagger.Tagger (no Spark).", "",
-                  "| precision | fp32 entities | identical | fraction of fp32 | Jaccard |", "|---|---:|---:|---:|---:|"]
-        for p in ("bf16", "int8"):
-            if p in ad:
-                a = ad[p]
-                lines.append(f"| {p} | {a['fp32_entities']} | {a['identical']} | {a['fraction_of_fp32']:.4f} | "
-                             f"{a['jaccard']:.4f} |")
-    mem, sec = r.get("memory", {}), r.get("seconds", {})
-    if mem:
-        lines += ["", "## Memory and linearity", "",
-                  (f"Measured at commit `{mem['commit']}` on {mem.get('date')}. " if mem.get("commit") else "")
-                  + f"Job at {mem.get('precision')} on {mem.get('docs_1x', c['docs'])} documents (1x) and on "
-                  f"{mem.get('docs_10x', 10 * c['docs'])} distinct documents (10x: `udhr_documents(10*N)`, whose "
-                  "first N are the 1x corpus; no duplicates). Exact peaks of the Python worker that holds the "
-                  "model, from the run manifest (`worker_peak_rss_mb`: the kernel's high-water mark `VmHWM`, "
-                  "read after the load, reset, and read again at the end of each task): the worker's peak, the "
-                  "load's and tagging's. Below them, for comparison, the peak of the summed RSS and PSS of all of "
-                  "Spark's Python processes (`pyspark.daemon`/`pyspark.worker` and their children) sampled every "
-                  "0.2 s from /proc/<pid>/smaps_rollup: a sample catches a short peak or misses it. RSS counts "
-                  "pages shared between the daemon and its forked workers once per process; PSS splits them. "
-                  + (f"Both runs with `spark.arrow_batch_rows={mem['arrow_batch_rows']}` (`--memory-batch-rows`), "
-                     "so that the 1x run already fills whole pandas batches."
-                     if isinstance(mem.get("arrow_batch_rows"), int) else
-                     "The config's `spark.arrow_batch_rows` in both runs."), "",
-                  "| | 1x | 10x | ratio |", "|---|---:|---:|---:|"]
-        for label, k in (("peak of the model's worker, exact (MB)", "peak_worker_hwm_mb"),
-                         ("  its peak during the model load", "peak_load_rss_mb"),
-                         ("  its peak after the load (tagging)", "peak_tagging_rss_mb"),
-                         ("sampled sum of worker RSS (MB)", "peak_worker_rss_mb"),
-                         ("sampled sum of worker PSS (MB)", "peak_worker_pss_mb")):
-            a, b = mem.get(f"{k}_1x"), mem.get(f"{k}_10x")
-            lines.append(f"| {label} | {a if a is not None else '–'} | {b if b is not None else '–'} | "
-                         f"{round(b / a, 3) if a and b else '–'} |")
-        a, b = sec.get("job_1x"), sec.get("job_10x")
-        lines.append(f"| seconds (wall) | {a if a is not None else '–'} | {b if b is not None else '–'} | "
-                     f"{round(b / a, 3) if a and b else '–'} |")
-        a, b = sec.get("job_1x_manifest"), sec.get("job_10x_manifest")
-        lines.append(f"| seconds (job's own clock) | {a if a is not None else '–'} | {b if b is not None else '–'} | "
-                     f"{round(b / a, 3) if a and b else '–'} |")
-        if mem.get("tokens_10x"):
-            lines.append(f"| tokens | {mem['tokens_1x']:,} | {mem['tokens_10x']:,} | "
-                         f"{mem['tokens_10x'] / mem['tokens_1x']:.3f} |")
-    d = r.get("dedup")
-    if d and d.get("dedupe_true"):
-        lines += ["", "## Deduplication (not in the main table)", "",
-                  f"Job at {d['precision']} on {d['docs']} rows of which {d['duplicate_fraction']:.0%} are exact "
-                  f"copies ({d['distinct_docs']} distinct; `corpus.with_duplicates`); {d['note']}.", "",
-                  "| tagging.dedupe | tokens/s | seconds | texts tagged | windows fed to the model |",
-                  "|---|---:|---:|---:|---:|"]
-        for k in ("dedupe_true", "dedupe_false"):
-            if k in d:
-                x = d[k]
-                lines.append(f"| {k.split('_')[1]} | {x['tokens_per_s']:,.0f} | {x['seconds']:.1f} | "
-                             f"{x.get('unique_texts_tagged')} | {x.get('windows_fed')} |")
-        tagged = d.get("dedupe_true", {}).get("unique_texts_tagged")
-        if tagged and tagged > d["distinct_docs"]:
-            lines.append(f"\nWith dedupe the job tagged {d.get('dedupe_true', {}).get('unique_texts_tagged')} texts for "
-                         f"{d['distinct_docs']} distinct ones: the tagger dedupes within one pandas batch of one "
-                         "partition (and one task): copies that land in another pandas batch are tagged again.")
-        if d.get("speedup"):
-            lines.append(f"\nSpeed-up from dedupe: {d['speedup']}x.")
-    notes = Path(__file__).with_name("NOTES.md")
-    if notes.is_file():  # the hand-written analysis: levers tried, what the misses are, GPU runs
-        lines += ["", notes.read_text(encoding="utf-8").strip()]
-    lines += ["", "## How to reproduce", "",
-              "```",
-              "make bench            # = .venv/bin/python benchmarks/run.py --docs 2000 --memory-docs 1000 (about an hour)",
-              ".venv/bin/python benchmarks/run.py --docs 400                  # corpus size (default 400)",
-              ".venv/bin/python benchmarks/run.py --only job_fp32,roofline    # rerun a subset, merged into results.json",
-              ".venv/bin/python benchmarks/run.py --skip-10x                  # no 10x memory/linearity run",
-              ".venv/bin/python benchmarks/run.py --memory-docs 1000 --only memory_10x  # memory 1x/10x alone",
-              ".venv/bin/python benchmarks/run.py --render                    # RESULTS.md again from results.json",
-              ".venv/bin/python benchmarks/run.py --layers 2 --docs 20        # smoke test -> .cache/bench/smoke/",
-              "```", "",
-              "Names for `--only`: " + ", ".join(VARIANTS) + "; groups: " + ", ".join(GROUPS) + ".",
-              "The model, tokenizer and corpora are built once under `.cache/bench/` (the 12-layer model is ~700 MB);",
-              "per-variant logs are in `.cache/bench/logs/`. Needs `make model` for the agreement figures.",
-              "The GPU figures come from `benchmarks/gpu.sh` (see `benchmarks/GPU.md`).", ""]
-    return "\n".join(lines)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--docs", type=int, default=400, help="documents in the corpus (default 400)")
-    p.add_argument("--only", default=None,
-                   help=f"comma-separated subset, merged into the existing results: {', '.join(VARIANTS)}; "
-                        f"groups: {', '.join(GROUPS)}")
-    p.add_argument("--skip-10x", action="store_true", help="skip the 10x memory/linearity run")
-    p.add_argument("--layers", type=int, default=12, help="encoder layers (smoke tests: e.g. 2; results go to "
-                                                          ".cache/bench/smoke/ unless 12)")
-    p.add_argument("--seed", type=int, default=0, help="corpus seed")
-    p.add_argument("--budget", type=int, default=8192, help="batch token budget (tagging.batch_tokens)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads of the roofline/agreement runs")
-    p.add_argument("--master", default="local[2]", help="Spark master of every Spark variant")
-    p.add_argument("--task-cpus", type=int, default=2, help="spark.task.cpus of every Spark variant")
-    p.add_argument("--memory-docs", type=int, default=None,
-                   help="documents of the 1x memory/linearity corpus (10x runs 10 times as many); default --docs")
-    p.add_argument("--memory-batch-rows", type=int, default=None,
-                   help="spark.arrow_batch_rows of both memory runs (default: the config's), so that the 1x "
-                        "run fills whole pandas batches")
-    p.add_argument("--mem-precision", default="bf16", choices=PRECISIONS, help="precision of the 1x/10x runs")
-    p.add_argument("--dedup-precision", default="bf16", choices=PRECISIONS)
-    p.add_argument("--dup-fraction", type=float, default=0.3)
-    p.add_argument("--timeout", type=float, default=3600, help="seconds per Spark process before it is killed")
-    p.add_argument("--results-dir", default=None, help="where results*.json and RESULTS*.md go")
-    p.add_argument("--job-set", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra config override of every job run (ner-tag --set), e.g. model.release_memory_mb=64; "
-                        "recorded in results.json setup.job_overrides")
-    p.add_argument("--render", action="store_true", help="only write RESULTS.md again from results.json")
-    p.add_argument("--_peer", dest="peer", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--_roofline", dest="roofline", default=None, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    bad = [kv for kv in args.job_set if "=" not in kv]
-    if bad:
-        p.error(f"--job-set needs KEY=VALUE, got {bad[0]!r}")
-    return args
-
-
-def selected(args) -> list[str]:
-    if not args.only:
-        names = list(VARIANTS)
-    else:
-        names = []
-        for item in (x.strip() for x in args.only.split(",") if x.strip()):
-            if item in GROUPS:
-                names += GROUPS[item]
-            elif item in VARIANTS:
-                names.append(item)
-            else:
-                raise SystemExit(f"run.py: unknown --only name {item!r}; valid: {', '.join(VARIANTS)}, "
-                                 f"groups {', '.join(GROUPS)}")
-    if args.skip_10x:
-        names = [n for n in names if n != "memory_10x"]
-    return list(dict.fromkeys(names))
+    p.add_argument("--docs", type=int, default=300, help="documents of the main corpus (default 300)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds of every variant (default 3)")
+    p.add_argument("--layers", type=int, default=12, help="encoder layers; other than 12 = a smoke test")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--budget", type=int, default=8192, help="tagging.batch_tokens of the job and the roofline")
+    p.add_argument("--threads", type=int, default=2, help="torch threads of the roofline, peak and agreement")
+    p.add_argument("--master", default="local[2]")
+    p.add_argument("--task-cpus", type=int, default=2)
+    p.add_argument("--precisions", default=None, help="e.g. fp32,int8 (default: fp32, int8, and bf16 where native)")
+    p.add_argument("--backends", default=None, help="model.backend values besides torch, run as job_fp32_<backend> "
+                                                     "and roofline_fp32_<backend> (default: openvino if installed)")
+    p.add_argument("--calibration-docs", type=int, default=80, help="documents of the peers' batch-size calibration")
+    p.add_argument("--agreement-docs", type=int, default=2000, help="UDHR documents of the agreement set (+ sample)")
+    p.add_argument("--agreement-sample", type=int, default=None, help="texts of the bundled sample to use (default all)")
+    p.add_argument("--skew-docs", type=int, default=2000, help="ordinary documents of the skew corpus")
+    p.add_argument("--skew-long-chars", type=int, default=200_000, help="characters of each long skew document")
+    p.add_argument("--skew-layers", type=int, default=1, help="encoder layers of the skew runs' model")
+    p.add_argument("--peak-size", type=int, default=2048)
+    p.add_argument("--stages", default="peak,calibrate,main,agreement,skew")
+    p.add_argument("--allow-dirty", action="store_true", help="run on a dirty tree (results not publishable)")
+    p.add_argument("--results-dir", default=None, help="write here instead (never publishable)")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds per process before it is killed")
+    for kind in ("peer", "roofline", "peak"):
+        p.add_argument(f"--_{kind}", dest=kind, default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.peer:  # child process of a peer variant
+    if args.peer:
         from benchmarks.peer_udfs import run_peer
 
         print("BENCH_RESULT " + json.dumps(run_peer(**json.loads(args.peer))), flush=True)
         return 0
-    if args.roofline:  # child process of a roofline variant
+    if args.roofline or args.peak:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        print("BENCH_RESULT " + json.dumps(roofline_child(**json.loads(args.roofline))), flush=True)
-        return 0
-    if args.render:
-        out_dir = Path(args.results_dir) if args.results_dir else Path(__file__).resolve().parent
-        results = out_dir / "results.json"
-        r = json.loads(results.read_text())
-        compute_derived(r)  # ratios and targets as this version of run.py defines them
-        results.write_text(json.dumps(r, indent=2, ensure_ascii=False) + "\n")
-        (out_dir / "RESULTS.md").write_text(render_markdown(r, _rel(results)))
-        log(f"wrote {_rel(out_dir / 'RESULTS.md')}")
+        fn, spec = (roofline_child, args.roofline) if args.roofline else (peak_child, args.peak)
+        print("BENCH_RESULT " + json.dumps(fn(**json.loads(spec))), flush=True)
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    names = selected(args)
     bench = Bench(args)
+    if not bench.clean and not args.allow_dirty:
+        print("run.py: the tree has uncommitted changes; figures are published only from a clean commit. "
+              "Commit first, or pass --allow-dirty for unpublishable figures.", file=sys.stderr)
+        return 2
+    stages = [s for s in args.stages.split(",") if s]
     t_start = time.perf_counter()
     bench.prepare()
-    bench.load_previous(merging=bool(args.only))
-    log(f"running: {', '.join(names)} -> {_rel(bench.results_path)}")
+    log(f"commit {bench.commit}; publishable: {bench.publishable}; writing {_rel(bench.results_path)}")
     failures = []
-    for name in names:
-        log(f"--- {name}")
+
+    def stage(name, fn, *a):
         try:
-            if name.startswith("roofline_"):
-                bench.roofline(name.split("_", 1)[1])
-            elif name.startswith("job_"):
-                bench.job_variant(name.split("_", 1)[1])
-            elif name in ("pipeline_row_udf", "predict_batch_udf"):
-                bench.peer(name)
-            elif name == "agreement":
-                bench.agreement()
-            elif name == "dedup":
-                bench.dedup()
-            elif name == "memory_10x":
-                bench.memory_10x()
-        except Exception as exc:  # noqa: BLE001 - one failed variant must not lose the others
+            fn(*a)
+        except Exception as exc:  # noqa: BLE001 - one failed stage must not lose the others
             failures.append(name)
             log(f"FAILED {name}: {str(exc).strip()[:3000]}")
+
+    if "peak" in stages:
+        stage("peak", bench.peak)
+    if "calibrate" in stages:
+        stage("calibrate", bench.calibrate)
+    if "main" in stages:
+        for rep in range(args.repeats):
+            log(f"--- round {rep + 1} of {args.repeats}")
+            for name in bench.main_variants():
+                if name.split("_")[0] in ("pipeline", "predict") and name not in bench.results.get("calibration", {}):
+                    continue
+                stage(name, bench.run_variant, name)
+    if "agreement" in stages:
+        stage("agreement", bench.agreement)
+    if "skew" in stages:
+        stage("skew", bench.skew)
     bench.save()
-    print(render_table(bench.results), flush=True)
-    log(f"done in {time.perf_counter() - t_start:.0f}s; wrote {_rel(bench.results_path)} and "
-        f"{_rel(bench.md_path)}" + (f"; FAILED: {', '.join(failures)}" if failures else ""))
+    if bench.publishable and not failures:
+        write_readme(bench.results)
+    print(performance_table(bench.results), flush=True)
+    log(f"done in {time.perf_counter() - t_start:.0f} s; wrote {_rel(bench.results_path)}"
+        + (" and README's Performance block" if bench.publishable and not failures else "")
+        + (f"; FAILED: {', '.join(failures)}" if failures else ""))
     return 1 if failures else 0
-
-
-def render_table(r: dict) -> str:
-    rows = [f"{'variant':<20} {'tokens/s':>10} {'seconds':>9} {'vs roofline_fp32':>17} {'worker RSS MB':>14}"]
-    base = r["tokens_per_s"].get("roofline_fp32")
-    for name in MAIN_TABLE:
-        v = r["variants"].get(name)
-        if not v:
-            continue
-        rel = f"{v['tokens_per_s'] / base:.2f}" if base else "-"
-        mem = f"{v['peak_worker_rss_mb']:.0f}" if v.get("peak_worker_rss_mb") is not None else "-"
-        rows.append(f"{name:<20} {v['tokens_per_s']:>10,.0f} {v['seconds']:>9.1f} {rel:>17} {mem:>14}")
-    rows.append("targets:")
-    for name, t in r["targets"].items():
-        met = "-" if t["met"] is None else ("MET" if t["met"] else "NOT MET")
-        rows.append(f"  {name:<34} {str(t['value']):>8} {t['op']:>3} {t['target']:<5} {met}")
-    for p, a in r.get("agreement_vs_fp32", {}).items():
-        rows.append(f"  agreement {p} vs fp32: {a}")
-    return "\n".join(rows)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,9 @@ of walking through new ones, which separates per-shape growth from growth per pa
 the row count does not matter, the length does (PyTorch's CPU flash attention keeps JIT kernels per
 length at bf16, never freed; ``model.length_multiple`` pads lengths to a multiple of 16 there).
 
-    .venv/bin/python benchmarks/shape_creep.py --trace benchmarks/memory_trace_30k_before.json \\
+    .venv/bin/python benchmarks/investigations/shape_creep.py --trace TRACE.json \\
         --precision bf16 --batches 160 [--cycle 20] [--round-len 8]
-    .venv/bin/python benchmarks/shape_creep.py --random-lengths --batches 300 --round-len 16
+    .venv/bin/python benchmarks/investigations/shape_creep.py --random-lengths --batches 300 --round-len 16
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from memory_trace import rss_kb  # noqa: E402  (benchmarks/ is on the path when run as a script)
@@ -31,7 +31,7 @@ from memory_trace import rss_kb  # noqa: E402  (benchmarks/ is on the path when 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--trace", default=str(ROOT / "benchmarks" / "memory_trace_30k_before.json"))
+    p.add_argument("--trace", default=None, help="a memory_trace.py trace (the one of docs/MEMORY.md: benchmarks/memory_trace_30k_before.json at commit 25561f7951)")
     p.add_argument("--model", default=str(ROOT / ".cache" / "bench" / "mbert-random"))
     p.add_argument("--precision", default="bf16")
     p.add_argument("--threads", type=int, default=2)

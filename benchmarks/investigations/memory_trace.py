@@ -7,7 +7,7 @@ after every forward pass: the batch shape, the process's resident set (``/proc/s
 kernel high-water mark (``VmHWM``, exact: no sampling). Writes a JSON trace and prints where the
 high-water mark was reached, e.g. after 10% of the documents versus at the end.
 
-    .venv/bin/python benchmarks/memory_trace.py --corpus .cache/bench/corpus-10000-s0 \\
+    .venv/bin/python benchmarks/investigations/memory_trace.py --corpus .cache/bench/corpus-10000-s0 \\
         --precision bf16 --rows 2048 --out /tmp/trace.json
 
 (``make bench`` writes ``.cache/bench/corpus-{1000,10000}-s0``; a 30,000-document corpus:
@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 

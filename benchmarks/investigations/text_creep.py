@@ -3,10 +3,10 @@ of a corpus ``--passes`` times, in ``--rows``-row slices as a Spark worker would
 every two slices (``gc.collect`` and ``malloc_trim`` first): pass, documents done, resident set (MB),
 ``sys.getallocatedblocks()`` and ``len(gc.get_objects())``.
 
-    .venv/bin/python benchmarks/text_creep.py --docs 28672              # new texts all the way
-    .venv/bin/python benchmarks/text_creep.py --docs 8192 --passes 3    # the same texts again
-    .venv/bin/python benchmarks/text_creep.py --docs 28672 --tokenize-only  # the tokenizer alone
-    .venv/bin/python benchmarks/text_creep.py --docs 28672 --hold-texts     # every text kept alive
+    .venv/bin/python benchmarks/investigations/text_creep.py --docs 28672              # new texts all the way
+    .venv/bin/python benchmarks/investigations/text_creep.py --docs 8192 --passes 3    # the same texts again
+    .venv/bin/python benchmarks/investigations/text_creep.py --docs 28672 --tokenize-only  # the tokenizer alone
+    .venv/bin/python benchmarks/investigations/text_creep.py --docs 28672 --hold-texts     # every text kept alive
 
 Each slice's Python strings are made from Arrow for that slice and dropped after it, as a Spark
 worker gets them. ``--hold-texts`` keeps all of them alive for the whole run instead (as this script
@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from memory_trace import rss_kb  # noqa: E402  (benchmarks/ is on the path when run as a script)

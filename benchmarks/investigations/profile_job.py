@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Where the job's CPU time goes: py-spy samples every Python process of one job run.
 
-    .venv/bin/python benchmarks/profile_job.py [--docs 1000] [--precision fp32] [--rate 20]
+    .venv/bin/python benchmarks/investigations/profile_job.py [--docs 1000] [--precision fp32] [--rate 20]
 
 Runs the job exactly as ``benchmarks/run.py`` does (``local[2]``, ``spark.task.cpus=2``, the
 mBERT-shaped benchmark model and corpus, which run.py builds) under ``py-spy record
@@ -10,7 +10,7 @@ mBERT-shaped benchmark model and corpus, which run.py builds) under ``py-spy rec
 shares are of CPU time. Each sample of the Python worker counts for the first category of
 interest found in its stack (forward pass, tokenization, aggregation, padding, Arrow/pandas conversion, ...).
 Writes the raw collapsed stacks under .cache/bench/profile/ and the summary to
-benchmarks/PROFILE.md.
+benchmarks/investigations/PROFILE.md.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks import benchlib as bl  # noqa: E402
 from benchmarks.benchlib import BENCH_DIR, ROOT, log  # noqa: E402
@@ -84,7 +84,7 @@ def summarize(raw: Path) -> dict:
 def render(s: dict, args, seconds: float, manifest: dict) -> str:
     total = sum(s["worker"].values()) or 1
     lines = ["# Profile of the job's Python worker", "",
-             f"`benchmarks/profile_job.py --docs {args.docs} --precision {args.precision} --rate {args.rate}`: "
+             f"`benchmarks/investigations/profile_job.py --docs {args.docs} --precision {args.precision} --rate {args.rate}`: "
              f"py-spy {args.rate} samples/s of every Python process of one job run "
              f"(`local[2]`, `spark.task.cpus=2`, the benchmark's mBERT-shaped model), idle threads excluded, "
              f"so the shares are of CPU time. Wall {seconds:.1f} s; the job's own clock "

