@@ -64,9 +64,10 @@ test: setup model dist
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
-# The committed figures: 2,000 documents for the main table (every variant runs >= 1 minute), memory
-# and linearity on 1,000 (1x) and 10,000 (10x) documents. About an hour on 2 cores.
-BENCH_ARGS ?= --docs 2000 --memory-docs 1000
+# The published figures (benchmarks/results.json, RESULTS.md, README's Performance block): every
+# variant side by side, medians of 3 interleaved repeats; refuses a dirty tree. About 45 minutes on
+# 2 cores with nothing else running. BENCH_ARGS: see `.venv/bin/python benchmarks/run.py --help`.
+BENCH_ARGS ?=
 bench: setup model
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
