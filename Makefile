@@ -39,7 +39,7 @@ DIST_ENV      := dist/ner-udf-env.tar.gz
 DIST_MODEL    := dist/model.tar.gz
 dist: $(DIST_ENV) $(DIST_MODEL)
 
-$(DIST_ENV): pyproject.toml $(wildcard ner_udf/*.py ner_udf/*/*) | $(STAMP)
+$(DIST_ENV): pyproject.toml $(wildcard ner_udf/*.py ner_udf/*/* conf/*.yaml) | $(STAMP)
 	rm -rf dist/env dist/ner_udf-*.whl
 	$(PY) -m pip wheel -q --no-deps -w dist .
 	$(PY) -m venv dist/env
@@ -65,7 +65,7 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
 # The published figures (benchmarks/results.json, RESULTS.md, README's Performance block): every
-# variant side by side, medians of 3 interleaved repeats; refuses a dirty tree. 1 h 42 min on a
+# variant side by side, medians of 3 interleaved repeats; refuses a dirty tree. About 1 h 50 min on a
 # 2-core AVX2 machine with nothing else running. BENCH_ARGS: see `.venv/bin/python benchmarks/run.py --help`.
 BENCH_ARGS ?=
 bench: setup model

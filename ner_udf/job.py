@@ -16,7 +16,7 @@ from .config import Config, config_from
 from .errors import RunFailed, UserError, one_line
 from .manifest import CountsParam, Manifest, identity_changes, model_identity, throughput, worker_sections
 from .monitor import RunMonitor
-from .preflight import check_model
+from .preflight import check_model, preload
 from .store import TABLES, OutputStore
 
 
@@ -29,9 +29,11 @@ def run(cfg: Config, progress_every_s: float | None = 10.0, verbose: bool = Fals
     Raises :class:`UserError` before any work when the configuration, the input, the model or the
     output cannot be used (or another live run is writing the output), :class:`RunFailed` when too
     many documents failed; in every failure the previous output is left as it was."""
-    # preflight: what can be checked before Spark starts
+    # preflight: what can be checked before Spark starts; the model check's imports (torch,
+    # transformers: seconds) load in the background while the JVM starts
     if not cfg.output.path:
         raise UserError("output.path: not set; pass --output PATH or set output.path in the config")
+    preload(cfg.model.name)
     started = dt.datetime.now(dt.timezone.utc)
     t_run = time.perf_counter()
     run_id = new_run_id(started)

@@ -74,6 +74,30 @@ def check_model(cfg: Config, roots: list[Path] = ()) -> dict:
     return info
 
 
+def preload(name: str) -> threading.Thread:
+    """Import what :func:`check_model` needs in a background thread: torch, transformers and the
+    model's own modelling module cost seconds of CPU, which then overlap the JVM's start. Nothing
+    is checked here: an import that fails fails again, with its error, in the check itself."""
+
+    def imports():
+        try:  # imports only (nothing that could log): the check itself reads the model's files
+            import torch  # noqa: F401
+            import transformers
+            from transformers import AutoConfig, AutoTokenizer  # noqa: F401
+            from transformers.models.auto.modeling_auto import MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES
+
+            config = Path(name) / "config.json"
+            if config.is_file():
+                model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+                getattr(transformers, MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES[model_type])
+        except BaseException:  # noqa: BLE001 - the check reports it
+            pass
+
+    thread = threading.Thread(target=imports, name="ner-udf-preload", daemon=True)
+    thread.start()
+    return thread
+
+
 def check_fast_tokenizer(name: str, local: Path) -> None:
     """The entities' character offsets come from a fast (Rust) tokenizer; a model whose tokenizer
     transformers can only build in Python is refused before any work (its files only: no weights)."""

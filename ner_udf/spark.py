@@ -448,17 +448,20 @@ def spread(df: DataFrame, partitions: int, balance: str = "cost") -> DataFrame:
     # repartition(P, key) sends a row to pmod(hash(key), P): a key chosen per partition puts each
     # bucket exactly where the plan says
     lookup = F.expr(f"array({','.join(str(keys[p]) for p in plan)})")  # one literal, parsed once
-    bucket = F.pmod(F.xxhash64(F.col(_TEXT)), F.lit(n_buckets)).cast("int")
-    out = df.withColumn(_KEY, F.element_at(lookup, bucket + 1)).repartition(partitions, F.col(_KEY))
+    out = df.withColumn(_KEY, F.element_at(lookup, _bucket(n_buckets) + 1)).repartition(partitions, F.col(_KEY))
     return out.drop(_KEY)
+
+
+def _bucket(n_buckets: int):
+    """A text's bucket, 0..n_buckets-1: the one expression both the plan and the move use."""
+    return F.pmod(F.xxhash64(F.col(_TEXT)), F.lit(n_buckets)).cast("int")
 
 
 def bucket_costs(df: DataFrame, n_buckets: int) -> dict[int, int]:
     """``{bucket: cost}`` of the non-empty buckets (see :func:`spread`): UTF-8 bytes plus one per
     row (a null or empty text costs 1)."""
-    bucket = F.pmod(F.xxhash64(F.col(_TEXT)), F.lit(n_buckets)).cast("int")
     cost = F.coalesce(F.octet_length(F.col(_TEXT)), F.lit(0)).cast("long") + 1  # UTF-8 bytes
-    rows = df.select(bucket.alias(_BUCKET), cost.alias("cost")).groupBy(_BUCKET).agg(F.sum("cost").alias("cost"))
+    rows = df.select(_bucket(n_buckets).alias(_BUCKET), cost.alias("cost")).groupBy(_BUCKET).agg(F.sum("cost").alias("cost"))
     return {int(r[_BUCKET]): int(r["cost"]) for r in rows.collect()}
 
 

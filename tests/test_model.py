@@ -219,3 +219,25 @@ def test_a_tokenizer_that_is_not_fast_is_refused_at_the_driver(tiny_model_dir, m
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: Slow())
     with pytest.raises(UserError, match="has no fast tokenizer"):
         check_model(cfg)
+
+
+def test_the_driver_preloads_the_model_checks_imports_in_the_background(tiny_model_dir, tmp_path):
+    """``preflight.preload`` (started by the job before the JVM) imports torch, transformers and the
+    model's modelling module in a thread, so that the model check after the session is quick; a
+    name it cannot use (a hub id, a broken directory) is left for the check itself to report."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "config.json").write_text("{not json")
+    code = (
+        "import sys; from ner_udf.preflight import preload\n"
+        "assert 'torch' not in sys.modules\n"
+        f"for name in ('org/not-a-model', {str(tmp_path)!r}): preload(name).join()\n"
+        "assert 'transformers.models.bert.modeling_bert' not in sys.modules\n"
+        f"preload({str(tiny_model_dir)!r}).join()\n"
+        "print('torch' in sys.modules, 'transformers.models.bert.modeling_bert' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["True", "True"] and out.stderr == ""
