@@ -104,15 +104,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def build_config(args: argparse.Namespace) -> Config:
-    overrides = {key: getattr(args, flag) for flag, key in FLAGS.items()}
-    spark_conf = {}
-    for item in args.confs:
+def spark_confs(items: list[str]) -> dict[str, str]:
+    """The ``--conf KEY=VALUE`` settings of any command, in order (a later one wins)."""
+    out = {}
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UserError(f"--conf: got {item!r}; expected KEY=VALUE, e.g. spark.executor.memory=4g")
-        spark_conf[key.strip()] = value
-    return load_config(args.config, overrides=overrides, sets=args.sets, spark_conf=spark_conf)
+        out[key.strip()] = value
+    return out
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    overrides = {key: getattr(args, flag) for flag, key in FLAGS.items()}
+    return load_config(args.config, overrides=overrides, sets=args.sets, spark_conf=spark_confs(args.confs))
 
 
 def format_run(m: dict) -> str:
@@ -157,7 +162,7 @@ def report_main(argv: list[str]) -> int:
     from . import job
 
     try:
-        path = job.report_only(args.output, args.by, dict(c.partition("=")[::2] for c in args.confs))
+        path = job.report_only(args.output, args.by, spark_confs(args.confs))
     except UserError as exc:
         _last_word()
         print(f"ner-tag: error: {exc}", file=sys.stderr, flush=True)

@@ -185,7 +185,8 @@ def report_only(output: str, by: str | None = None, spark_conf: dict | None = No
 
 def plan(spark, cfg: Config, model_info: dict, source, run_id: str, started_at: str) -> dict:
     """What a run would do (``--dry-run``), found without writing anything: input rows, documents to
-    tag (incremental: those the output lacks), partitions, the model, the output and its state.
+    tag (incremental: those the output lacks), partitions, the model, how it tags (aggregation,
+    balance, precision, device, backend), the output and its state.
     Raises the :class:`UserError` the run would raise."""
     store = OutputStore.for_output(spark, cfg.output, run_id, started_at)
     state = store.inspect()
@@ -201,8 +202,8 @@ def plan(spark, cfg: Config, model_info: dict, source, run_id: str, started_at: 
         "spark": {"master": spark.sparkContext.master, "task_slots": glue.task_slots(spark)},
         "model": {**{k: model_info.get(k) for k in ("name", "path", "resolved_revision")},
                   "entity_labels": entity_labels(model_info["labels"], cfg.tagging.aggregation)},
-        "tagging": {"aggregation": cfg.tagging.aggregation, "precision": cfg.model.precision,
-                    "device": cfg.model.device},
+        "tagging": {"aggregation": cfg.tagging.aggregation, "balance": cfg.tagging.balance,
+                    "precision": cfg.model.precision, "device": cfg.model.device, "backend": cfg.model.backend},
         "output": {"path": cfg.output.path, "mode": cfg.output.mode, "partition_by": list(cfg.output.partition_by),
                    **state},
     }

@@ -230,6 +230,8 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tiny_model_dir, tmp_path, ca
     assert not out.exists()
     assert plan["input"]["rows"] == plan["input"]["to_tag"] == 30 and plan["partitions"] == 3
     assert plan["model"]["entity_labels"] == ["PER", "ORG", "LOC"]
+    assert plan["tagging"] == {"aggregation": "simple", "balance": "cost", "precision": "fp32", "device": "auto",
+                               "backend": "torch"}
     assert plan["output"] == {"path": str(out), "mode": "incremental", "partition_by": [], "exists": False,
                               "committed": [], "last_run": None, "lock": None}
     assert run_job(tmp_path / "in.parquet", out, tiny_model_dir, *incremental) == 0

@@ -74,3 +74,6 @@ def test_an_output_without_entities_and_the_report_command(tiny_model_dir, tmp_p
     assert main(["report", str(out), "--by", "nope"]) == 2
     assert "--by: got 'nope', which is not a pass-through column of this output; valid: lang" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "missing")]) == 2
+    capsys.readouterr()
+    assert main(["report", str(out), "--conf", "spark.sql.shuffle.partitions"]) == 2  # the run's own check
+    assert "--conf: got 'spark.sql.shuffle.partitions'; expected KEY=VALUE" in capsys.readouterr().err
