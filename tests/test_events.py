@@ -75,7 +75,6 @@ def test_close_ends_open_connections():
     receiver = events.Receiver("127.0.0.1", "127.0.0.1")
     conn = socket.create_connection(receiver.address[:2])
     conn.sendall(receiver.address[2].encode() + b"\n")
-    wait_for(receiver, 0)
     deadline = time.time() + 5
     while not receiver._open and time.time() < deadline:
         time.sleep(0.01)
