@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Which bf16 recipe keeps fp32's entities? Emulated at fp32 speed, so a CPU without bf16 can answer.
+"""Which bf16 (or int8) recipe keeps fp32's entities? Emulated at fp32 speed: a CPU without bf16 can answer.
 
     .venv/bin/python benchmarks/investigations/bf16_recipes.py [--docs 3000] [--recipes all]
         [--check-texts 40] [--out /tmp/bf16_recipes.json]
@@ -16,12 +16,16 @@ rounding, ~1e-7, against bf16's ~4e-3). Rounding points:
 - ``W``: the linear layers' weights; ``X``: their inputs; ``Y``: their outputs (autocast and a
   bf16 model return bf16 from a linear; an fp32 output needs a kernel that writes fp32);
 - ``N``: the LayerNorms' inputs and outputs (a bf16 model adds the residual and normalizes in bf16);
-- ``E``: the embeddings' weights (a bf16 model's lookup tables).
+- ``E``: the embeddings' weights (a bf16 model's lookup tables);
+- ``Q``: the linear layers' weights rounded to int8 per output channel (symmetric, scale = the
+  row's largest magnitude / 127), everything else at fp32: the best case of a per-channel int8
+  recipe (``model.precision: int8`` is per-tensor), whose int8 products also quantize the inputs.
 
 Recipes (``--recipes``, comma-separated, or ``all``): ``bf16_model`` = W X Y N E (what
 ``model.precision: bf16`` does: the weights cast); ``autocast`` = W X Y (LayerNorm, residuals and
 softmax at fp32); ``fp32_out`` = W X (bf16 inputs, fp32 accumulation and output);
-``fp32_out_keep_head`` = W X except the classifier; ``weights_only`` = W; ``inputs_only`` = X.
+``fp32_out_keep_head`` = W X except the classifier; ``weights_only`` = W; ``inputs_only`` = X;
+``int8_weights_only`` = Q.
 The attention's scores and probabilities stay at fp32 in every recipe (torch's bf16 CPU flash
 attention also keeps its softmax at fp32).
 
@@ -37,7 +41,9 @@ rampart model, 3,306 texts, 6,748 fp32 entities (the bench's agreement set), ~5 
 fraction of fp32's entities kept (entities found; identical):
 - ``bf16_model`` 0.9816 (6,743; 6,624); ``autocast`` 0.9773 (6,664; 6,595);
 - ``fp32_out`` 0.9907 (6,735; 6,685); ``fp32_out_keep_head`` 0.9899 (6,732; 6,680);
-- ``weights_only`` 0.9939 (6,759; 6,707); ``inputs_only`` 0.9907 (6,725; 6,685).
+- ``weights_only`` 0.9939 (6,759; 6,707); ``inputs_only`` 0.9907 (6,725; 6,685);
+- ``int8_weights_only`` 0.9426 (same day and set, run alone): no per-channel int8 recipe can keep
+  99.5% either (per-tensor dynamic int8 keeps 53.5%, per-channel 79%: results.json, issue 16).
 Emulation check on the first 406 texts (392 fp32 entities): real bf16 (torch's emulated kernels,
 134 s against ~30 s at fp32) kept 0.9847, the emulated ``bf16_model`` 0.9821, and the two agreed
 on 0.9847 of each other's entities (largest score difference 0.023): the emulation is as far from
@@ -70,6 +76,7 @@ RECIPES = {
     "fp32_out_keep_head": "WX-head",
     "weights_only": "W",
     "inputs_only": "X",
+    "int8_weights_only": "Q",
 }
 
 
@@ -90,6 +97,9 @@ def emulate(model, points: str) -> None:
             if isinstance(m, torch.nn.Linear):
                 if "-head" in points and m is head:
                     continue
+                if "Q" in points:
+                    scale = m.weight.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127
+                    m.weight.copy_(torch.round(m.weight / scale).clamp(-127, 127) * scale)
                 if "W" in points:
                     m.weight.copy_(r(m.weight))
                     if m.bias is not None and "Y" in points:  # a bf16 model's bias is bf16 too
