@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Which bf16 (or int8) recipe keeps fp32's entities? Emulated at fp32 speed: a CPU without bf16 can answer.
+"""Which bf16 (or int8) recipe keeps fp32's entities? Emulated at fp32 speed, on any CPU.
 
     .venv/bin/python benchmarks/investigations/bf16_recipes.py [--docs 3000] [--recipes all]
         [--check-texts 40] [--out /tmp/bf16_recipes.json]
