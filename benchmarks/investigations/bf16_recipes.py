@@ -88,7 +88,7 @@ def log(msg: str) -> None:
 
 
 def emulate(model, points: str) -> None:
-    """Round ``model`` (fp32, in place) to bf16 at ``points`` (see the module's docstring)."""
+    """Round ``model`` (fp32, in place) to bf16 (int8 for ``Q``) at ``points`` (see the module's docstring)."""
     import torch
 
     def r(t):
