@@ -19,15 +19,16 @@ rounding, ~1e-7, against bf16's ~4e-3). Rounding points:
 - ``E``: the embeddings' weights (a bf16 model's lookup tables);
 - ``Q``: the linear layers' weights rounded to int8 per output channel (symmetric, scale = the
   row's largest magnitude / 127), everything else at fp32: the best case of a per-channel int8
-  recipe (``model.precision: int8`` is per-tensor), whose int8 products also quantize the inputs.
+  recipe (``model.precision: int8`` is per-tensor), whose int8 products also quantize the inputs;
+- ``K``: the classifier kept at fp32; ``H``: round to fp16 instead of bf16.
 
 Recipes (``--recipes``, comma-separated, or ``all``): ``bf16_model`` = W X Y N E (what
 ``model.precision: bf16`` does: the weights cast); ``autocast`` = W X Y (LayerNorm, residuals and
 softmax at fp32); ``fp32_out`` = W X (bf16 inputs, fp32 accumulation and output);
-``fp32_out_keep_head`` = W X except the classifier; ``weights_only`` = W; ``inputs_only`` = X;
-``int8_weights_only`` = Q; ``fp16_model`` and ``fp16_fp32_out``: as ``bf16_model`` and
-``fp32_out``, rounded to fp16 (``h``: CPUs with AMX-FP16 multiply fp16; the job runs fp16 on GPUs
-only).
+``fp32_out_keep_head`` = W X K; ``weights_only`` = W; ``inputs_only`` = X;
+``int8_weights_only`` = Q; ``fp16_model`` = W X Y N E H and ``fp16_fp32_out`` = W X H: as
+``bf16_model`` and ``fp32_out``, rounded to fp16 (CPUs with AMX-FP16 multiply fp16; the job runs
+fp16 on GPUs only).
 The attention's scores and probabilities stay at fp32 in every recipe (torch's bf16 CPU flash
 attention also keeps its softmax at fp32).
 
@@ -81,12 +82,12 @@ RECIPES = {
     "bf16_model": "WXYNE",
     "autocast": "WXY",
     "fp32_out": "WX",
-    "fp32_out_keep_head": "WX-head",
+    "fp32_out_keep_head": "WXK",
     "weights_only": "W",
     "inputs_only": "X",
     "int8_weights_only": "Q",
-    "fp16_model": "WXYNEh",
-    "fp16_fp32_out": "WXh",
+    "fp16_model": "WXYNEH",
+    "fp16_fp32_out": "WXH",
 }
 
 
@@ -98,7 +99,7 @@ def emulate(model, points: str) -> None:
     """Round ``model`` (fp32, in place) at ``points`` (see the module docstring)."""
     import torch
 
-    low = torch.float16 if "h" in points else torch.bfloat16
+    low = torch.float16 if "H" in points else torch.bfloat16
 
     def r(t):
         return t.to(low).to(t.dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
@@ -107,7 +108,7 @@ def emulate(model, points: str) -> None:
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.Linear):
-                if "-head" in points and m is head:
+                if "K" in points and m is head:
                     continue
                 if "Q" in points:
                     scale = m.weight.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127
