@@ -181,6 +181,8 @@ def main(argv=None) -> int:
               .column("text").to_pylist() if t and t.strip()]
     texts = list(dict.fromkeys(sample)) + bl.corpus_docs(a.docs, a.seed)
     recipes = list(RECIPES) if a.recipes == "all" else [r for r in a.recipes.split(",") if r]  # "": none
+    if unknown := [r for r in recipes if r not in RECIPES]:
+        p.error(f"--recipes: unknown {', '.join(unknown)}; known: all, {', '.join(RECIPES)} or '' (none)")
     out = {"model": str(Path(a.model).relative_to(ROOT)) if Path(a.model).is_relative_to(ROOT) else a.model,
            "texts": len(texts), "match": "exact (doc, label, start, end)", "reference": "fp32, eager torch",
            "recipes": {}}
