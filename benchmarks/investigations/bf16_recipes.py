@@ -75,8 +75,16 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from benchmarks import benchlib as bl  # noqa: E402
+from benchmarks.benchlib import ROOT  # noqa: E402
+from benchmarks.run import RAMPART, SAMPLE  # noqa: E402
+
+
+def log(msg: str) -> None:  # on stderr (benchlib.log writes stdout, where the JSON goes)
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
 
 RECIPES = {
     "bf16_model": "WXYNE",
@@ -89,10 +97,6 @@ RECIPES = {
     "fp16_model": "WXYNEH",
     "fp16_fp32_out": "WXH",
 }
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def emulate(model, points: str) -> None:
@@ -163,7 +167,7 @@ def tag(loaded, texts: list[str], budget: int):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=str(ROOT / ".cache" / "models" / "rampart"))
+    p.add_argument("--model", default=str(RAMPART))
     p.add_argument("--docs", type=int, default=3000, help="UDHR documents besides the bundled sample")
     p.add_argument("--seed", type=int, default=1, help="UDHR draw (the bench's agreement set: its --seed + 1)")
     p.add_argument("--recipes", default="all")
@@ -175,9 +179,7 @@ def main(argv=None) -> int:
 
     import pyarrow.parquet as pq
 
-    from benchmarks import benchlib as bl
-
-    sample = [t for t in pq.read_table(ROOT / "data" / "sample" / "corpus.parquet", columns=["text"])
+    sample = [t for t in pq.read_table(SAMPLE, columns=["text"])
               .column("text").to_pylist() if t and t.strip()]
     texts = list(dict.fromkeys(sample)) + bl.corpus_docs(a.docs, a.seed)
     recipes = list(RECIPES) if a.recipes == "all" else [r for r in a.recipes.split(",") if r]  # "": none
