@@ -24,7 +24,9 @@ def oracle(model_dir: str, strategy: str, max_length: int | None = None, stride:
     return run
 
 
-def assert_same_entities(ours, theirs, text: str, tol: float = 1e-4) -> None:
+def assert_matches_oracle(ours, theirs, text: str, tol: float = 1e-4) -> None:
+    """The tagger's entities (``Entity`` objects) for ``text`` are the pipeline's (``oracle()`` tuples):
+    the same labels and offsets in the same order, scores within ``tol``."""
     got = [(e.label, e.start, e.end) for e in ours]
     want = [(lab, s, e) for lab, s, e, _ in theirs]
     assert got == want, f"entities differ for {text!r}:\n ours   {got}\n oracle {want}"

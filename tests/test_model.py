@@ -145,30 +145,6 @@ def test_load_reports_its_peak_then_resets_the_mark(tiny_model_dir):
     model_mod.clear_cache()
 
 
-def variant(src, dst, how: str):
-    """A copy of the tiny model with one defect a careless export or a wrong download gives."""
-    import json
-
-    from safetensors.numpy import load_file, save_file
-
-    if how == "no head":  # a base model's weights with a token-classification config, no architectures
-        return broken_model(src, dst, how)
-    shutil.copytree(src, dst)
-    conf = json.loads((dst / "config.json").read_text())
-    tensors = load_file(src / "model.safetensors")
-    if how == "no labels":
-        conf.pop("id2label", None)
-        conf.pop("label2id", None)
-    elif how == "labels beyond the head":  # config names more labels than the head has rows
-        conf["id2label"] = {**conf["id2label"], str(len(conf["id2label"])): "B-EXTRA"}
-        conf["label2id"] = {v: int(k) for k, v in conf["id2label"].items()}
-    elif how == "label ids with a gap":
-        conf["id2label"] = {str(int(k) * 2): v for k, v in conf["id2label"].items()}
-    save_file(tensors, dst / "model.safetensors", metadata={"format": "pt"})
-    (dst / "config.json").write_text(json.dumps(conf))
-    return dst
-
-
 @pytest.mark.parametrize("how, message", [
     ("no head", "has no trained token-classification head (classifier.weight, classifier.bias not in its weights)"),
     ("no labels", "has no labels (no id2label in its config.json)"),
@@ -181,7 +157,7 @@ def test_a_model_without_a_trained_head_or_with_inconsistent_labels_is_refused(t
     from ner_udf.config import Config
     from ner_udf.preflight import check_model
 
-    bad = variant(tiny_model_dir, tmp_path / "bad", how)
+    bad = broken_model(tiny_model_dir, tmp_path / "bad", how)
     with pytest.raises(UserError) as err:
         check_model(Config(model={"name": str(bad)}))
     assert message in str(err.value) and str(err.value).startswith("model.name: ")
@@ -191,11 +167,11 @@ def test_a_model_without_a_trained_head_or_with_inconsistent_labels_is_refused(t
 def test_each_load_refuses_weights_transformers_would_invent(tiny_model_dir, tmp_path):
     """The executors' load checks too (a model the driver could not inspect: pickled weights, a hub
     id, a different copy on the executors): transformers' loading report, not its silenced warning."""
-    bad = variant(tiny_model_dir, tmp_path / "bad", "no head")
+    bad = broken_model(tiny_model_dir, tmp_path / "bad", "no head")
     with pytest.raises(UserError, match=r"^model.name: '.*': weights missing or of the wrong shape, which transformers "
                                         r"would initialise at random: classifier.bias, classifier.weight$"):
         load_model(ModelConfig(name=str(bad), device="cpu", threads=1))
-    bad = variant(tiny_model_dir, tmp_path / "bad2", "labels beyond the head")
+    bad = broken_model(tiny_model_dir, tmp_path / "bad2", "labels beyond the head")
     with pytest.raises(UserError, match=r"^model.name: '.*': weights missing or of the wrong shape, which transformers "
                                         r"would initialise at random: classifier.bias, classifier.weight$"):
         load_model(ModelConfig(name=str(bad), device="cpu", threads=1))

@@ -106,7 +106,12 @@ def broken_model(src: Path, dst: Path, how: str) -> Path:
     - ``shapes``: passes the driver's checks (config, labels, head) but not the load's (the word
       embeddings' width differs from the config's hidden size);
     - ``garbage``: its weights file is not safetensors;
-    - ``no head``: a base model's weights without the token-classification head."""
+    - ``no head``: a base model's weights without the token-classification head (and no
+      ``architectures`` in its config);
+    - ``no labels``: no ``id2label``/``label2id`` in its config;
+    - ``labels beyond the head``: the config names one label more than the head has rows;
+    - ``label ids with a gap``: ``id2label`` numbers its labels 0, 2, 4, ...
+    Each is a defect a careless export or a wrong download gives."""
     import json
     import shutil
 
@@ -127,6 +132,14 @@ def broken_model(src: Path, dst: Path, how: str) -> Path:
     elif how == "no head":
         tensors = {k: v for k, v in tensors.items() if not k.startswith("classifier.")}
         conf.pop("architectures", None)
+    elif how == "no labels":
+        conf.pop("id2label", None)
+        conf.pop("label2id", None)
+    elif how == "labels beyond the head":
+        conf["id2label"] = {**conf["id2label"], str(len(conf["id2label"])): "B-EXTRA"}
+        conf["label2id"] = {v: int(k) for k, v in conf["id2label"].items()}
+    elif how == "label ids with a gap":
+        conf["id2label"] = {str(int(k) * 2): v for k, v in conf["id2label"].items()}
     else:
         raise ValueError(how)
     save_file(tensors, dst / "model.safetensors", metadata={"format": "pt"})
