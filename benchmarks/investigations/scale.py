@@ -9,8 +9,9 @@ Spark session, Python workers, model load, the job's planning and commit) is a q
 clock. A nightly run over a data lake tags far more. This runs, for each corpus size, the variants
 exactly as ``benchmarks/run.py`` does (its ``Bench``: a fresh process each, ``local[2]``,
 ``spark.task.cpus=2``, the mBERT-shaped model, wall clock until the result is committed):
-``roofline_fp32`` (the model alone), ``job_fp32`` and one peer at fp32 with a fixed pipeline batch size
-(the bench's calibration picked 1 for both peers), interleaved over the sizes in each round. Per
+``roofline_fp32`` (the model alone: its forward passes only, not a process's wall clock),
+``job_fp32`` and one peer at fp32 with a fixed pipeline batch size (the bench's calibration picked
+1 for both peers), interleaved over the sizes in each round. Per
 variant it fits wall = fixed + tokens / rate over the sizes' medians and reports the ratio
 job / peer at each size and the limit it tends to (the rates' ratio). Figures are not published:
 results go to ``--out`` and the document that cites them.
@@ -72,8 +73,8 @@ def main() -> int:
     p.add_argument("--out", default=str(BENCH_DIR / "scale.json"))
     a = p.parse_args()
     sizes = [int(x) for x in a.docs.split(",")]
-    if len(sizes) < 2:
-        p.error("--docs: give at least two sizes, e.g. 300,900")
+    if len(set(sizes)) < 2:
+        p.error("--docs: give at least two different sizes, e.g. 300,900")
     peer = f"{a.peer}_fp32"
     benches = {}
     for n in sizes:  # each size its own Bench: its corpus, token count and samples
