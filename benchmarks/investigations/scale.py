@@ -55,12 +55,8 @@ from benchmarks.benchlib import BENCH_DIR, log  # noqa: E402
 
 def fit(points: list[tuple[int, float]]) -> dict:
     """Least squares wall = fixed + tokens / rate over ``(tokens, seconds)`` points."""
-    n = len(points)
-    mx = sum(t for t, _ in points) / n
-    my = sum(s for _, s in points) / n
-    sxx = sum((t - mx) ** 2 for t, _ in points)
-    slope = sum((t - mx) * (s - my) for t, s in points) / sxx
-    return {"fixed_s": round(my - slope * mx, 1), "tokens_per_s": round(1 / slope, 1)}
+    slope, fixed = statistics.linear_regression([t for t, _ in points], [s for _, s in points])
+    return {"fixed_s": round(fixed, 1), "tokens_per_s": round(1 / slope, 1)}
 
 
 def main() -> int:
