@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from .config import Config, config_from
 from .errors import UserError
@@ -62,19 +62,28 @@ def tag_entities(df, *, id_col: str, text_col: str, config: str | Path | Mapping
     source = glue.prepare(df, cfg)
     partitions = cfg.spark.partitions or glue.task_slots(spark) * 4
     acc = spark.sparkContext.accumulator({}, CountsParam())  # the workers' counters: read by no one here
-    _, entities, documents = tag_prepared(source, cfg, acc, partitions, new_run_id())
-    return entities, documents
+    tagging = tag_prepared(source, cfg, acc, partitions, new_run_id())
+    return tagging.entities, tagging.documents
 
 
-def tag_prepared(source, cfg: Config, acc, partitions: int, run_id: str, report_to: tuple | None = None):
-    """The tagging under :func:`tag_entities` and the job: ``(tagged, entities, documents)`` for a
-    prepared frame (``spark.prepare``), ``tagged`` persisted (memory and disk) so that both tables
-    come from one tagging; the workers report to ``acc`` and, if given, to ``report_to``."""
+class Tagging(NamedTuple):
+    """What :func:`tag_prepared` returns."""
+
+    tagged: Any  # the tagged rows (``spark.tagged_schema``), persisted: both tables come from one tagging
+    entities: Any  # the entities table (``spark.entities_table``)
+    documents: Any  # the documents table (``spark.documents_table``)
+    rows: int | None  # rows to tag, counted by the cost balance's scan (None with ``tagging.balance: hash``)
+
+
+def tag_prepared(source, cfg: Config, acc, partitions: int, run_id: str, report_to: tuple | None = None) -> Tagging:
+    """The tagging under :func:`tag_entities` and the job, for a prepared frame (``spark.prepare``);
+    the workers report to ``acc`` and, if given, to ``report_to``."""
     from pyspark import StorageLevel
 
     from . import spark as glue
 
-    tagged = glue.tag(source, cfg, acc, partitions, report_to).persist(StorageLevel.MEMORY_AND_DISK)
+    tagged, rows = glue.tag(source, cfg, acc, partitions, report_to)
+    tagged = tagged.persist(StorageLevel.MEMORY_AND_DISK)
     passthrough = cfg.input.passthrough_cols
-    return (tagged, glue.entities_table(tagged, passthrough, run_id),
-            glue.documents_table(tagged, passthrough, run_id))
+    return Tagging(tagged, glue.entities_table(tagged, passthrough, run_id),
+                   glue.documents_table(tagged, passthrough, run_id), rows)

@@ -1,8 +1,9 @@
 """Which partition tags which texts: buckets of texts (by a hash of the text) placed on partitions
 by their cost, so that no task is left with several of the few long documents.
 
-No Spark import: :func:`plan_buckets` is the whole decision, given each bucket's cost; the Spark
-side (:func:`ner_udf.spark.spread`) measures the costs and moves the rows.
+No Spark import: :func:`plan_buckets` is the whole decision, given each bucket's cost, and
+:func:`spark_int_hash` finds the key that sends a row to a given partition; the Spark side
+(:func:`ner_udf.spark.spread`) measures the costs and moves the rows.
 """
 
 from __future__ import annotations
@@ -45,3 +46,22 @@ def partition_loads(costs: Mapping[int, int], plan: list[int], partitions: int) 
     for bucket, cost in costs.items():
         loads[plan[bucket]] += cost
     return loads
+
+
+def spark_int_hash(value: int, seed: int = 42) -> int:
+    """Spark's ``hash()`` of an int column (Murmur3 x86_32 ``hashInt``, seed 42): what hash
+    partitioning sends a row keyed ``value`` by, as a signed 32-bit int."""
+    mask = 0xFFFFFFFF
+
+    def rotl(x: int, r: int) -> int:
+        return ((x << r) | (x >> (32 - r))) & mask
+
+    k1 = rotl((value & mask) * 0xCC9E2D51 & mask, 15) * 0x1B873593 & mask
+    h1 = (rotl((seed & mask) ^ k1, 13) * 5 + 0xE6546B64) & mask
+    h1 ^= 4  # the input's length in bytes
+    h1 ^= h1 >> 16
+    h1 = h1 * 0x85EBCA6B & mask
+    h1 ^= h1 >> 13
+    h1 = h1 * 0xC2B2AE35 & mask
+    h1 ^= h1 >> 16
+    return h1 - (1 << 32) if h1 & 0x80000000 else h1

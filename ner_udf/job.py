@@ -64,16 +64,20 @@ def run(cfg: Config, progress_every_s: float | None = 10.0, verbose: bool = Fals
             prev_docs, prev_ents = (glue.read_table(spark, store.table(t)) for t in ("documents", "entities"))
             todo, kept_docs, kept_ents, retried = glue.plan_incremental(source, prev_docs, prev_ents)
 
-        # how many rows, when cheap: Parquet answers a plain count from its footers
+        # how many rows: the cost balance counts them while it measures the texts (below); without
+        # it, a plain first run's count is cheap (Parquet answers it from its footers)
         read = None
-        if previous is None and not cfg.input.where:
+        if cfg.tagging.balance != "cost" and previous is None and not cfg.input.where:
             read = monitor.documents_total = source.count()
 
         # tag
         acc = spark.sparkContext.accumulator({}, CountsParam())
         partitions = cfg.spark.partitions or glue.task_slots(spark) * 4  # a few tasks per slot
         t0 = time.perf_counter()
-        tagged, entities, documents = tag_prepared(todo, cfg, acc, partitions, run_id, monitor.address)
+        tagged, entities, documents, to_tag = tag_prepared(todo, cfg, acc, partitions, run_id, monitor.address)
+        if to_tag is not None:  # the rows this run tags (every input row, unless incremental)
+            monitor.documents_total = to_tag
+            read = to_tag if previous is None else read
         try:
             tables = {"entities": entities, "documents": documents}
             if previous is not None:  # the committed rows of documents this run does not tag
@@ -90,14 +94,14 @@ def run(cfg: Config, progress_every_s: float | None = 10.0, verbose: bool = Fals
                     time.perf_counter() - t, 3)
             t = time.perf_counter()
             monitor.phase("counting")
-            counts = glue.summarize(tagged)
+            counts, null_ids = glue.summarize(tagged)
             read = source.count() if read is None else read
             counts["input"] = {
                 "read": read,
                 "skipped": read - counts["documents"]["total"],
                 "tagged": counts["documents"].get("ok", 0) + counts["documents"].get("error", 0),
                 "retried": retried.count() if previous is not None else 0,
-                "null_ids": tagged.where(F.col("doc_id").isNull()).count(),  # status error, not tagged
+                "null_ids": null_ids,  # status error, not tagged
             }
             counts["table"] = {name: glue.read_table(spark, store.staging(name)).count() for name in tables}
             phases["count"] = round(time.perf_counter() - t, 3)

@@ -422,34 +422,38 @@ def _tag_frame(pdf: pd.DataFrame, tagger) -> pd.DataFrame:
     return out
 
 
-def tag(df: DataFrame, cfg: Config, loads_acc, partitions: int, report_to: tuple | None = None) -> DataFrame:
-    """Tag every row, spread over ``partitions`` partitions by :func:`spread`."""
+def tag(df: DataFrame, cfg: Config, loads_acc, partitions: int,
+        report_to: tuple | None = None) -> tuple[DataFrame, int | None]:
+    """Tag every row, spread over ``partitions`` partitions by :func:`spread`: ``(tagged, rows)``,
+    ``rows`` the number of rows to tag when the spreading counted them (else None)."""
+    rows = None
     if partitions:
-        df = spread(df, partitions, cfg.tagging.balance)
+        df, rows = spread(df, partitions, cfg.tagging.balance)
     fn = make_tag_fn(cfg.model_dump_json(), loads_acc, os.getcwd(), report_to)
-    return df.mapInPandas(fn, tagged_schema(df))
+    return df.mapInPandas(fn, tagged_schema(df)), rows
 
 
 _BUCKET = "__ner_bucket"
 _KEY = "__ner_partition_key"
 
 
-def spread(df: DataFrame, partitions: int, balance: str = "cost") -> DataFrame:
-    """``df`` in ``partitions`` partitions; identical texts always meet in one partition, where the
-    tagger tags them once. ``hash``: by a hash of the text, so a partition that draws a few of the
-    longest documents runs long after the others. ``cost``: texts are hashed into buckets, one
-    small aggregation measures each bucket's cost (its texts' UTF-8 bytes, a proxy for their
-    tokens across scripts, plus one per row) and :func:`ner_udf.balance.plan_buckets` places the
-    buckets. That aggregation is a Spark job run now, before tagging: one more scan of the input."""
+def spread(df: DataFrame, partitions: int, balance: str = "cost") -> tuple[DataFrame, int | None]:
+    """``(df in partitions partitions, its rows)``; identical texts always meet in one partition,
+    where the tagger tags them once. ``hash``: by a hash of the text, so a partition that draws a
+    few of the longest documents runs long after the others; the rows are not counted (None).
+    ``cost``: texts are hashed into buckets, one small aggregation measures each bucket's cost (its
+    texts' UTF-8 bytes, a proxy for their tokens across scripts, plus one per row) and counts its
+    rows, and :func:`ner_udf.balance.plan_buckets` places the buckets. That aggregation is a Spark
+    job run now, before tagging: one more scan of the input, which also gives the row count."""
     if balance == "hash":
-        return df.repartition(partitions, F.xxhash64(F.col(_TEXT)))
-    n_buckets, plan = balance_plan(df, partitions)
-    keys = partition_keys(df.sparkSession, partitions)
+        return df.repartition(partitions, F.xxhash64(F.col(_TEXT))), None
+    n_buckets, plan, rows = balance_plan(df, partitions)
+    keys = partition_keys(partitions)
     # repartition(P, key) sends a row to pmod(hash(key), P): a key chosen per partition puts each
     # bucket exactly where the plan says
     lookup = F.expr(f"array({','.join(str(keys[p]) for p in plan)})")  # one literal, parsed once
     out = df.withColumn(_KEY, F.element_at(lookup, _bucket(n_buckets) + 1)).repartition(partitions, F.col(_KEY))
-    return out.drop(_KEY)
+    return out.drop(_KEY), rows
 
 
 def _bucket(n_buckets: int):
@@ -457,42 +461,38 @@ def _bucket(n_buckets: int):
     return F.pmod(F.xxhash64(F.col(_TEXT)), F.lit(n_buckets)).cast("int")
 
 
-def bucket_costs(df: DataFrame, n_buckets: int) -> dict[int, int]:
-    """``{bucket: cost}`` of the non-empty buckets (see :func:`spread`): UTF-8 bytes plus one per
-    row (a null or empty text costs 1)."""
+def bucket_costs(df: DataFrame, n_buckets: int) -> tuple[dict[int, int], int]:
+    """``({bucket: cost} of the non-empty buckets, rows)`` (see :func:`spread`): a bucket's cost is
+    its texts' UTF-8 bytes plus one per row (a null or empty text costs 1); ``rows`` counts them all."""
     cost = F.coalesce(F.octet_length(F.col(_TEXT)), F.lit(0)).cast("long") + 1  # UTF-8 bytes
-    rows = df.select(_bucket(n_buckets).alias(_BUCKET), cost.alias("cost")).groupBy(_BUCKET).agg(F.sum("cost").alias("cost"))
-    return {int(r[_BUCKET]): int(r["cost"]) for r in rows.collect()}
+    found = (df.select(_bucket(n_buckets).alias(_BUCKET), cost.alias("cost")).groupBy(_BUCKET)
+             .agg(F.sum("cost").alias("cost"), F.count("*").alias("rows")).collect())
+    return {int(r[_BUCKET]): int(r["cost"]) for r in found}, sum(int(r["rows"]) for r in found)
 
 
-def balance_plan(df: DataFrame, partitions: int) -> tuple[int, list[int]]:
-    """``(buckets, partition of each bucket)`` for ``df``'s texts: what ``spread(df, partitions)``
-    does with balance ``cost``."""
+def balance_plan(df: DataFrame, partitions: int) -> tuple[int, list[int], int]:
+    """``(buckets, partition of each bucket, rows)`` for ``df``'s texts: what ``spread(df,
+    partitions)`` does with balance ``cost``."""
     from .balance import bucket_count, plan_buckets
 
     n_buckets = bucket_count(partitions)
-    return n_buckets, plan_buckets(bucket_costs(df, n_buckets), n_buckets, partitions)
+    costs, rows = bucket_costs(df, n_buckets)
+    return n_buckets, plan_buckets(costs, n_buckets, partitions), rows
 
 
-_partition_keys: dict[int, list[int]] = {}
+def partition_keys(partitions: int) -> list[int]:
+    """For each partition j < ``partitions``, the smallest int k >= 0 with pmod(hash(k), partitions)
+    == j: Spark's hash partitioning (``F.hash``: Murmur3 x86_32 of the int, seed 42) sends a row
+    keyed k there. Computed here, without a Spark job (``tests/test_balance.py`` checks it against
+    Spark's own hash)."""
+    from .balance import spark_int_hash
 
-
-def partition_keys(spark: SparkSession, partitions: int) -> list[int]:
-    """For each partition j < ``partitions``, a small int k with pmod(hash(k), partitions) == j:
-    Spark's hash partitioning (Murmur3, seed 42, as ``F.hash``) sends a row keyed k there. Found
-    with Spark itself, so it is the hash Spark uses; the same for every session (cached)."""
-    if partitions not in _partition_keys:
-        span = 64 * partitions  # a partition missed by 64 x P draws: odds about e**-64
-        while True:
-            rows = (spark.range(0, span).select(F.col("id").cast("int").alias("k"))
-                    .groupBy(F.pmod(F.hash("k"), F.lit(partitions)).alias("p")).agg(F.min("k").alias("k"))
-                    .collect())
-            found = {int(r["p"]): int(r["k"]) for r in rows}
-            if len(found) == partitions:
-                break
-            span *= 2
-        _partition_keys[partitions] = [found[p] for p in range(partitions)]
-    return _partition_keys[partitions]
+    keys: dict[int, int] = {}
+    k = 0
+    while len(keys) < partitions:
+        keys.setdefault(spark_int_hash(k) % partitions, k)  # Python's % of a positive modulus is pmod
+        k += 1
+    return [keys[p] for p in range(partitions)]
 
 
 def read_table(spark: SparkSession, path: str) -> DataFrame:
@@ -528,10 +528,12 @@ def documents_table(tagged: DataFrame, passthrough: tuple[str, ...], run_id: str
                          *passthrough)
 
 
-def summarize(tagged: DataFrame) -> dict:
-    """The manifest's ``counts``: documents by status, entities by label, tokens and windows."""
+def summarize(tagged: DataFrame) -> tuple[dict, int]:
+    """The manifest's ``counts`` (documents by status, entities by label, tokens and windows) and
+    the number of rows with a null ``doc_id``: two small Spark jobs over the persisted tagging."""
     rows = tagged.groupBy("status").agg(
-        F.count("*").alias("n"), F.sum("n_tokens").alias("t"), F.sum("n_windows").alias("w")
+        F.count("*").alias("n"), F.sum("n_tokens").alias("t"), F.sum("n_windows").alias("w"),
+        F.count(F.when(F.col("doc_id").isNull(), 1)).alias("null_ids"),
     ).collect()
     by_status = {r["status"]: int(r["n"]) for r in rows}
     labels = {
@@ -543,7 +545,7 @@ def summarize(tagged: DataFrame) -> dict:
         "entities": {"total": sum(labels.values()), **dict(sorted(labels.items()))},
         "tokens": int(sum(r["t"] or 0 for r in rows)),
         "windows": int(sum(r["w"] or 0 for r in rows)),
-    }
+    }, int(sum(r["null_ids"] for r in rows))
 
 
 def status_counts(tagged: DataFrame, exclude_ids: DataFrame) -> dict:

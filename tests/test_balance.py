@@ -97,12 +97,15 @@ def test_rows_land_where_the_plan_puts_them(spark, corpus_file):
     path, texts = corpus_file
     df = prepared(spark, path)
     buckets = bucket_count(PARTITIONS)
-    costs = glue.bucket_costs(df, buckets)
+    costs, counted = glue.bucket_costs(df, buckets)
+    assert counted == len(texts)  # the scan that measures the costs also counts the rows
     plan = plan_buckets(costs, buckets, PARTITIONS)  # what spread() plans for itself
     planned = partition_loads(costs, plan, PARTITIONS)
     assert max(planned) <= 1.5 * statistics.median(planned), planned
 
-    spread = glue.spread(df, PARTITIONS, "cost")
+    spread, counted = glue.spread(df, PARTITIONS, "cost")
+    assert counted == len(texts)
+    assert glue.spread(df, PARTITIONS, "hash")[1] is None  # hash spreading scans nothing: no count
     assert spread.columns == df.columns  # no helper column left for the tagger to see
     rows = spread.select("doc_id", F.spark_partition_id().alias("p"),
                          F.pmod(F.xxhash64(glue._TEXT), F.lit(buckets)).alias("b"),
@@ -117,6 +120,25 @@ def test_rows_land_where_the_plan_puts_them(spark, corpus_file):
     assert len({r["p"] for r in rows if r["doc_id"] in long_ids}) == len(LONG)  # every long one apart
     paris = {r["p"] for r in rows if texts[r["doc_id"]] == "Paris"}
     assert len(paris) == 1  # identical texts meet: the tagger tags them once
+
+
+def test_partition_keys_use_sparks_own_hash(spark):
+    """The keys are found in Python (no Spark job): Spark's hash of an int and its hash
+    partitioning must agree with them, for many ints and partition counts."""
+    from pyspark.sql import functions as F
+
+    from ner_udf.balance import spark_int_hash
+
+    ints = [-(2 ** 31), -123_456_789, -1, *range(0, 3000), 2 ** 31 - 1]
+    df = spark.createDataFrame([(k,) for k in ints], "k int")
+    assert {r["k"]: r["h"] for r in df.select("k", F.hash("k").alias("h")).collect()} == \
+        {k: spark_int_hash(k) for k in ints}
+    for partitions in (1, 3, 8, 200):
+        keys = glue.partition_keys(partitions)
+        assert len(keys) == partitions
+        landed = (spark.createDataFrame([(k, p) for p, k in enumerate(keys)], "k int, p int")
+                  .repartition(partitions, "k").select("p", F.spark_partition_id().alias("landed")).collect())
+        assert all(r["p"] == r["landed"] for r in landed), (partitions, landed)
 
 
 def test_cost_spreading_tags_the_same_entities_and_records_task_times(spark, corpus_file, tiny_model_dir,

@@ -270,6 +270,15 @@ def test_progress_lines_while_a_run_goes(tiny_model_dir, tmp_path, capsys):
                                                r"model loaded by \d workers?, [\d,]+ of 1,500 documents, [\d,]+ tokens tagged "
                                                r"\([\d,]+ tokens/s\)", ln)]
     assert tagging, lines
+    # incremental: the total is the documents the output lacks, counted by the cost balance's scan
+    more = corpus(1500, seed=61, max_words=60)
+    write_corpus(tmp_path / "in2.parquet", list(range(len(texts) + len(more))), texts + more)
+    cfg = cfg.model_copy(update={"input": cfg.input.model_copy(update={"path": str(tmp_path / "in2.parquet")}),
+                                 "output": cfg.output.model_copy(update={"mode": "incremental"})})
+    capsys.readouterr()
+    assert job.run(cfg, progress_every_s=0.25).counts["input"]["tagged"] == 1500
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("ner-tag: [")]
+    assert [ln for ln in lines if re.search(r", [\d,]+ of 1,500 documents, ", ln)], lines
     # --quiet: none of them
     assert main(["--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "o2"), "--model", str(model),
                  "--id-col", "id", "--text-col", "body", *SPARK, "--quiet"]) == 0
