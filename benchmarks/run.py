@@ -272,17 +272,13 @@ class Bench:
         self.save()
 
     def agreement(self) -> None:
-        import pyarrow.parquet as pq
-
         from ner_udf import model as model_mod
         from ner_udf.config import ModelConfig, TaggingConfig
         from ner_udf.tagger import Tagger
 
         if not (RAMPART / "model.safetensors").is_file():
             raise RuntimeError(f"agreement: {RAMPART} is missing (run `make model`)")
-        sample = [t for t in pq.read_table(SAMPLE, columns=["text"]).column("text").to_pylist() if t and t.strip()]
-        sample = list(dict.fromkeys(sample))[: self.args.agreement_sample]
-        texts = sample + bl.corpus_docs(self.args.agreement_docs, self.args.seed + 1)
+        texts = agreement_texts(self.args.agreement_docs, self.args.seed + 1, self.args.agreement_sample)
         cfg = TaggingConfig(aggregation="simple", batch_tokens=self.args.budget)
         candidates = [(p, "torch") for p in self.precisions if p != "fp32"] + [("fp32", b) for b in self.backends]
         found = {}
@@ -532,6 +528,15 @@ def entity_rows(output: Path) -> list[tuple]:
 
     t = pq.read_table(output / "entities", columns=["doc_id", "label", "start", "end", "score"])
     return sorted(zip(*(t.column(c).to_pylist() for c in ("doc_id", "label", "start", "end", "score"))))
+
+
+def agreement_texts(docs: int, seed: int, sample: int | None = None) -> list[str]:
+    """The texts precisions and backends are compared on: the bundled sample's distinct non-blank
+    texts (the first ``sample`` of them; None: all), then ``docs`` UDHR documents drawn with ``seed``."""
+    import pyarrow.parquet as pq
+
+    texts = [t for t in pq.read_table(SAMPLE, columns=["text"]).column("text").to_pylist() if t and t.strip()]
+    return list(dict.fromkeys(texts))[:sample] + bl.corpus_docs(docs, seed)
 
 
 def same_entities(a: list[tuple], b: list[tuple]) -> tuple[bool, dict]:

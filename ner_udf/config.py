@@ -56,6 +56,22 @@ class ModelConfig(_Section):
     length_multiple: int | None = Field(default=None, ge=1)
     cudnn_attention: bool = False
 
+    @model_validator(mode="after")
+    def _combinations(self) -> "ModelConfig":
+        """What no device can run, refused for every ModelConfig (the job's and the API's); with
+        ``device: auto`` the model's load checks the same against the device it resolves."""
+        if self.precision == "fp16" and self.device == "cpu":
+            raise ValueError("model.precision: got fp16 with model.device=cpu; on CPU use fp32, bf16 or int8")
+        if self.precision == "int8" and self.device == "cuda":
+            raise ValueError("model.precision: got int8 with model.device=cuda; on GPU use fp32, bf16 or fp16")
+        if self.backend == "openvino" and self.device == "cuda":
+            raise ValueError("model.backend: got openvino with model.device=cuda; openvino runs on CPU only: use "
+                             "model.backend=torch on GPUs")
+        if self.backend == "openvino" and self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"model.backend: got openvino with model.precision={self.precision}; openvino runs "
+                             "fp32 or bf16")
+        return self
+
 
 class TaggingConfig(_Section):
     aggregation: Literal["none", "simple", "first", "average", "max"] = "simple"
@@ -107,7 +123,7 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _combinations(self) -> "Config":
-        t, m = self.tagging, self.model
+        t = self.tagging
         if t.stride is not None and t.aggregation == "none":
             raise ValueError(
                 f"tagging.stride: got {t.stride} with tagging.aggregation=none; overlapping windows need "
@@ -128,16 +144,6 @@ class Config(_Section):
                 f"report.by: got {self.report.by!r}, which is not a pass-through column; valid: "
                 f"{', '.join(self.input.passthrough_cols) or '(none: add it to input.passthrough_cols)'}"
             )
-        if m.precision == "fp16" and m.device == "cpu":
-            raise ValueError("model.precision: got fp16 with model.device=cpu; on CPU use fp32, bf16 or int8")
-        if m.precision == "int8" and m.device == "cuda":
-            raise ValueError("model.precision: got int8 with model.device=cuda; on GPU use fp32, bf16 or fp16")
-        if m.backend == "openvino" and m.device == "cuda":
-            raise ValueError("model.backend: got openvino with model.device=cuda; openvino runs on CPU only: use "
-                             "model.backend=torch on GPUs")
-        if m.backend == "openvino" and m.precision not in ("fp32", "bf16"):
-            raise ValueError(f"model.backend: got openvino with model.precision={m.precision}; openvino runs fp32 "
-                             "or bf16")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -64,20 +64,18 @@ def run(cfg: Config, progress_every_s: float | None = 10.0, verbose: bool = Fals
             prev_docs, prev_ents = (glue.read_table(spark, store.table(t)) for t in ("documents", "entities"))
             todo, kept_docs, kept_ents, retried = glue.plan_incremental(source, prev_docs, prev_ents)
 
-        # how many rows: the cost balance counts them while it measures the texts (below); without
-        # it, a plain first run's count is cheap (Parquet answers it from its footers)
-        read = None
-        if cfg.tagging.balance != "cost" and previous is None and not cfg.input.where:
-            read = monitor.documents_total = source.count()
-
         # tag
         acc = spark.sparkContext.accumulator({}, CountsParam())
         partitions = cfg.spark.partitions or glue.task_slots(spark) * 4  # a few tasks per slot
         t0 = time.perf_counter()
         tagged, entities, documents, to_tag = tag_prepared(todo, cfg, acc, partitions, run_id, monitor.address)
-        if to_tag is not None:  # the rows this run tags (every input row, unless incremental)
-            monitor.documents_total = to_tag
-            read = to_tag if previous is None else read
+        # how many rows this run tags (the progress line's total): the cost balance counted them
+        # while it measured the texts; without it, a plain first run's count is cheap (Parquet
+        # answers it from its footers), other runs learn it after writing
+        if to_tag is None and previous is None and not cfg.input.where:
+            to_tag = source.count()
+        monitor.documents_total = to_tag
+        read = to_tag if previous is None else None  # a first run tags every input row
         try:
             tables = {"entities": entities, "documents": documents}
             if previous is not None:  # the committed rows of documents this run does not tag

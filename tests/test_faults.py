@@ -73,7 +73,7 @@ def submit(tmp: Path, fault: str, model: Path) -> tuple[Path, dict, list[str]]:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode == 0, "\n".join(lines[-60:])
-    assert fault == "none" or killed, f"no model load reported, nothing killed:\n" + "\n".join(lines[-60:])
+    assert fault == "none" or killed, "no model load reported, nothing killed:\n" + "\n".join(lines[-60:])
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["killed"] = killed
     print(f"{fault}: killed {killed or 'nothing'}; faults {json.dumps(manifest['faults'])}; "

@@ -18,7 +18,7 @@ import pytest
 
 from ner_udf.errors import UserError
 from ner_udf.fs import HadoopFS, LocalFS
-from ner_udf.store import JOURNAL, LOCK, STAGING, OutputStore
+from ner_udf.store import JOURNAL, LOCK, OutputStore
 
 pytestmark = pytest.mark.spark
 

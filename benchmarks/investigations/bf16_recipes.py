@@ -79,7 +79,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks import benchlib as bl  # noqa: E402
 from benchmarks.benchlib import ROOT  # noqa: E402
-from benchmarks.run import RAMPART, SAMPLE  # noqa: E402
+from benchmarks.run import RAMPART, agreement_texts  # noqa: E402
 
 
 def log(msg: str) -> None:  # on stderr (benchlib.log writes stdout, where the JSON goes)
@@ -177,11 +177,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="write the figures here as JSON")
     a = p.parse_args(argv)
 
-    import pyarrow.parquet as pq
-
-    sample = [t for t in pq.read_table(SAMPLE, columns=["text"])
-              .column("text").to_pylist() if t and t.strip()]
-    texts = list(dict.fromkeys(sample)) + bl.corpus_docs(a.docs, a.seed)
+    texts = agreement_texts(a.docs, a.seed)
     recipes = list(RECIPES) if a.recipes == "all" else [r for r in a.recipes.split(",") if r]  # "": none
     if unknown := [r for r in recipes if r not in RECIPES]:
         p.error(f"--recipes: unknown {', '.join(unknown)}; known: all, {', '.join(RECIPES)} or '' (none)")
