@@ -33,7 +33,7 @@ def run(cfg: Config, progress_every_s: float | None = 10.0, verbose: bool = Fals
     # transformers: seconds) load in the background while the JVM starts
     if not cfg.output.path:
         raise UserError("output.path: not set; pass --output PATH or set output.path in the config")
-    preload(cfg.model.name)
+    preloaded = preload(cfg.model.name)
     started = dt.datetime.now(dt.timezone.utc)
     t_run = time.perf_counter()
     run_id = new_run_id(started)
@@ -45,7 +45,9 @@ def run(cfg: Config, progress_every_s: float | None = 10.0, verbose: bool = Fals
     glue.ship_package(spark)
 
     # the model: a local directory, one shipped with --archives (each executor finds its own copy:
-    # spark.model_roots) or a hub id
+    # spark.model_roots) or a hub id; checked once the preload is done: transformers 5's lazy module
+    # is not thread-safe, an import of it here while the preload imports it fails
+    preloaded.join()
     model_info = check_model(cfg, glue.model_roots())
 
     # read (lazily: only the schema is checked here)

@@ -77,7 +77,9 @@ def check_model(cfg: Config, roots: list[Path] = ()) -> dict:
 def preload(name: str) -> threading.Thread:
     """Import what :func:`check_model` needs in a background thread: torch, transformers and the
     model's own modelling module cost seconds of CPU, which then overlap the JVM's start. Nothing
-    is checked here: an import that fails fails again, with its error, in the check itself."""
+    is checked here: an import that fails fails again, with its error, in the check itself. Join the
+    returned thread before anything else imports transformers: its lazy top-level module is not
+    thread-safe (a concurrent ``from transformers import AutoConfig`` fails with ImportError)."""
 
     def imports():
         try:  # imports only (nothing that could log): the check itself reads the model's files

@@ -217,3 +217,35 @@ def test_the_driver_preloads_the_model_checks_imports_in_the_background(tiny_mod
                          cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["True", "True"] and out.stderr == ""
+
+
+def test_the_job_waits_for_the_preload_before_its_model_check(tiny_model_dir, tmp_path):
+    """transformers 5's lazy top-level module is not thread-safe: a ``from transformers import
+    AutoConfig`` in the main thread while the preload thread is still importing transformers fails
+    with "cannot import name 'AutoConfig'" (seen in ``make demo`` when the JVM started before the
+    imports finished). Here the session starts at once (Spark replaced by a stand-in), so the model
+    check begins while the preload is mid-import; the job must wait for it and reach the read."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, types\n"
+        "from ner_udf import job\n"
+        "from ner_udf.config import Config\n"
+        "assert 'transformers' not in sys.modules\n"
+        "class Reached(Exception): pass\n"
+        "def read_input(spark, cfg): raise Reached\n"
+        "spark = types.SimpleNamespace(sparkContext=types.SimpleNamespace(setLogLevel=lambda level: None))\n"
+        "job.glue = types.SimpleNamespace(get_session=lambda cfg: spark, ship_package=lambda s: None,\n"
+        "                                 model_roots=lambda: [], read_input=read_input)\n"
+        f"cfg = Config.model_validate({{'model': {{'name': {str(tiny_model_dir)!r}}}, 'input': {{'path': 'in'}},\n"
+        f"                              'output': {{'path': {str(tmp_path / 'out')!r}}}}})\n"
+        "try:\n"
+        "    job.run(cfg, progress_every_s=None)\n"
+        "except Reached:\n"
+        "    print('reached the read')\n")
+    for _ in range(3):  # without the wait this failed 15 times in 15
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                             cwd=Path(__file__).resolve().parents[1])
+        assert out.returncode == 0 and out.stdout.strip() == "reached the read", out.stderr[-2000:]
