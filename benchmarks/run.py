@@ -19,7 +19,10 @@ inside the timing; master ``local[2]`` with ``spark.task.cpus=2``, one task at a
    tokens/s = the corpus's tokens (counted once, with the job's tokenization) / wall seconds.
 4. ``agreement``: entities of every reduced precision (and backend) against fp32 eager torch on the
    real offline model (``make model``), exact (doc, label, start, end), over the bundled sample and
-   ``--agreement-docs`` UDHR documents.
+   ``--agreement-docs`` UDHR documents; each reduced precision also as ``<precision>_recheck``
+   (``model.recheck_margin`` = ``--recheck-margin``), with the seconds of each pass and the share of
+   windows run again at fp32. The recheck's speed is measured here only, on the real model: on the
+   main corpus's random-weight model nearly every window is a close call.
 5. ``skew``: the job on ``--skew-docs`` ordinary documents plus 10 documents of >= 200,000
    characters, ``tagging.balance`` hash and cost, interleaved; the manifest's per-task times.
 
@@ -280,22 +283,30 @@ class Bench:
             raise RuntimeError(f"agreement: {RAMPART} is missing (run `make model`)")
         texts = agreement_texts(self.args.agreement_docs, self.args.seed + 1, self.args.agreement_sample)
         cfg = TaggingConfig(aggregation="simple", batch_tokens=self.args.budget)
-        candidates = [(p, "torch") for p in self.precisions if p != "fp32"] + [("fp32", b) for b in self.backends]
-        found = {}
-        for prec, backend in [("fp32", "torch"), *candidates]:
+        margin = self.args.recheck_margin
+        reduced = [p for p in self.precisions if p != "fp32"]
+        # (key, precision, backend, model.recheck_margin)
+        candidates = [(p, p, "torch", 0.0) for p in reduced] + [(f"fp32_{b}", "fp32", b, 0.0) for b in self.backends]
+        if margin:
+            candidates += [(f"{p}_recheck", p, "torch", margin) for p in reduced]
+        found, seconds, rechecked = {}, {}, {}
+        for key, prec, backend, m in [("fp32", "fp32", "torch", 0.0), *candidates]:
             model_mod.clear_cache()
-            kwargs = {"backend": backend} if backend != "torch" else {}
             loaded = model_mod.load_model(ModelConfig(name=str(RAMPART), device="cpu", precision=prec,
-                                                      threads=self.args.threads, **kwargs))
+                                                      threads=self.args.threads, backend=backend, recheck_margin=m))
             t0 = time.perf_counter()
-            found[(prec, backend)] = Tagger.from_loaded(loaded, cfg).tag(texts)
-            log(f"agreement: {prec}/{backend} tagged {len(texts)} texts in {time.perf_counter() - t0:.0f} s")
+            found[key] = Tagger.from_loaded(loaded, cfg).tag(texts)
+            seconds[key] = round(time.perf_counter() - t0, 2)
+            if m:
+                rechecked[key] = round(loaded.forward.rechecked / max(loaded.forward.windows, 1), 4)
+            log(f"agreement: {key} tagged {len(texts)} texts in {seconds[key]:.0f} s")
         model_mod.clear_cache()
         detail = {"model": _rel(RAMPART), "texts": len(texts), "match": "exact (doc, label, start, end)",
-                  "reference": "fp32, eager torch"}
-        for prec, backend in candidates:
-            key = prec if backend == "torch" else f"{prec}_{backend}"
-            a = bl.agreement(found[("fp32", "torch")], found[(prec, backend)])
+                  "reference": "fp32, eager torch", "recheck_margin": margin,
+                  "seconds": seconds, "speed_vs_fp32": {k: _div(seconds["fp32"], v) for k, v in seconds.items()},
+                  "windows_rechecked": rechecked}
+        for key, *_ in candidates:
+            a = bl.agreement(found["fp32"], found[key])
             detail[key] = a
             self.results["agreement_vs_fp32"][key] = a["fraction_of_fp32"]
             log(f"agreement {key}: {a['fraction_of_fp32']:.4f} of {a['fp32_entities']} fp32 entities kept")
@@ -456,6 +467,7 @@ def compute_derived(r: dict) -> None:
             kept[name] = value
     kept = {k: v for k, v in kept.items() if v}
     fastest = max(kept.items(), key=lambda kv: kv[1]) if kept else (None, None)
+    # plain precisions: a <precision>_recheck variant is timed in the agreement stage only (on the real model)
     reduced = {k: v for k, v in agree.items() if k in ("bf16", "int8")}
     best_reduced = max(reduced, key=reduced.get) if reduced else None
     hw = r.get("hardware")
@@ -583,6 +595,12 @@ def performance_table(r: dict) -> str:
     if agree:
         lines += ["", "Entities kept against fp32 on the real model: "
                   + ", ".join(f"{k} {v:.2%}" for k, v in agree.items()) + "."]
+        d = r.get("agreement_detail") or {}
+        if d.get("windows_rechecked"):
+            lines[-1] += (f" With `model.recheck_margin: {d['recheck_margin']}` (the agreement set, one pass each, "
+                          "speed against fp32's pass): " + ", ".join(
+                              f"{k} {d['speed_vs_fp32'].get(k)}x fp32, {v:.1%} of windows run again at fp32"
+                              for k, v in d["windows_rechecked"].items()) + ".")
     sk = r.get("skew")
     if sk:
         lines += ["", f"Skew ({sk['corpus']['ordinary_docs']:,} documents + 10 of ≥ {min(sk['corpus']['long_doc_chars']):,} characters): longest task / median "
@@ -646,6 +664,8 @@ def parse_args(argv=None):
                                                      "and roofline_fp32_<backend> (default: openvino if installed)")
     p.add_argument("--calibration-docs", type=int, default=80, help="documents of the peers' batch-size calibration")
     p.add_argument("--agreement-docs", type=int, default=3000, help="UDHR documents of the agreement set (+ sample)")
+    p.add_argument("--recheck-margin", type=float, default=0.02,
+                   help="model.recheck_margin of the agreement stage's <precision>_recheck variants (0: none)")
     p.add_argument("--agreement-sample", type=int, default=None, help="texts of the bundled sample to use (default all)")
     p.add_argument("--skew-docs", type=int, default=2000, help="ordinary documents of the skew corpus")
     p.add_argument("--skew-long-chars", type=int, default=200_000, help="characters of each long skew document")

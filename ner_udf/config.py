@@ -55,6 +55,9 @@ class ModelConfig(_Section):
     onednn_cache_capacity: int = Field(default=8, ge=0)
     length_multiple: int | None = Field(default=None, ge=1)
     cudnn_attention: bool = False
+    # bf16/fp16/int8 only: windows whose top two label probabilities on any real token are closer
+    # than this are run again at fp32 and take fp32's probabilities (0 = off; README "model.recheck_margin")
+    recheck_margin: float = Field(default=0.0, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _combinations(self) -> "ModelConfig":
@@ -70,6 +73,13 @@ class ModelConfig(_Section):
         if self.backend == "openvino" and self.precision not in ("fp32", "bf16"):
             raise ValueError(f"model.backend: got openvino with model.precision={self.precision}; openvino runs "
                              "fp32 or bf16")
+        if self.recheck_margin > 0 and self.precision == "fp32":
+            raise ValueError(f"model.recheck_margin: got {self.recheck_margin} with model.precision=fp32; the "
+                             "recheck reruns a reduced precision's close calls at fp32: use bf16, fp16 or int8, "
+                             "or recheck_margin 0")
+        if self.recheck_margin > 0 and self.backend != "torch":
+            raise ValueError(f"model.recheck_margin: got {self.recheck_margin} with model.backend={self.backend}; "
+                             "the recheck runs with model.backend=torch only")
         return self
 
 

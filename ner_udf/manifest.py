@@ -175,7 +175,7 @@ def model_identity(model_info: dict, cfg) -> dict:
     sha256, labels) and the settings that change its output. An incremental run must match the
     identity recorded in the output it extends."""
     t, m = cfg.tagging, cfg.model
-    return {
+    identity = {
         "name": model_info.get("name"),
         "resolved_revision": model_info.get("resolved_revision"),
         "weights_sha256": None if model_info.get("weights_sha256") is None else str(model_info["weights_sha256"]),
@@ -189,12 +189,15 @@ def model_identity(model_info: dict, cfg) -> dict:
         "min_score": t.min_score,
         "max_windows_per_doc": t.max_windows_per_doc,
     }
+    if m.recheck_margin:  # only when set, so that outputs written before the setting existed still match
+        identity["recheck_margin"] = m.recheck_margin
+    return identity
 
 
 _IDENTITY_KEYS = {"precision": "model.precision", "aggregation": "tagging.aggregation",
                   "max_length": "tagging.max_length", "stride": "tagging.stride", "label_map": "tagging.label_map",
                   "labels_kept": "tagging.labels", "min_score": "tagging.min_score",
-                  "max_windows_per_doc": "tagging.max_windows_per_doc"}
+                  "max_windows_per_doc": "tagging.max_windows_per_doc", "recheck_margin": "model.recheck_margin"}
 
 
 def identity_changes(old: dict, new: dict) -> list[str]:
@@ -202,7 +205,7 @@ def identity_changes(old: dict, new: dict) -> list[str]:
     does not count when both sides name the same weights by their sha256."""
     same_weights = old.get("weights_sha256") is not None and old.get("weights_sha256") == new.get("weights_sha256")
     out = []
-    for key in new:
+    for key in list(new) + [k for k in old if k not in new and k in _IDENTITY_KEYS]:
         if key == "name" and same_weights:
             continue
         if old.get(key) != new.get(key):

@@ -46,6 +46,10 @@ def test_the_bench_runs_end_to_end(tmp_path, rampart_dir):
     assert all(b in (1, 8, 32) for b in r["best_batch_size"].values())
     assert set(r["calibration"]["predict_batch_udf_fp32"]["tokens_per_s"]) == {"1", "8", "32"}
     assert 0 <= r["agreement_vs_fp32"]["int8"] <= 1
+    # the recheck variant is measured beside int8 (its semantics: tests/test_recheck.py)
+    assert 0 <= r["agreement_vs_fp32"]["int8_recheck"] <= 1
+    assert 0 <= r["agreement_detail"]["windows_rechecked"]["int8_recheck"] <= 1
+    assert r["agreement_detail"]["speed_vs_fp32"]["int8_recheck"] > 0
     assert r["hardware"]["peak_gflops"]["fp32"] > 0 and 0 < r["hardware"]["peak_fraction"]["fp32"] < 1
     skew = r["skew"]
     assert skew["max_task_over_median"] >= 1 and skew["identical_entities"] is True
