@@ -292,7 +292,10 @@ def _torch_forward(cfg: ModelConfig, device: str, model):
     if cfg.precision == "int8":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+            # One scale per output channel: on the real model per-tensor scales kept 53% of fp32's
+            # entities and per-channel 79%, at no loss of speed (README, Known limitations).
+            qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear: qconfig}, dtype=torch.qint8)
     elif cfg.precision == "bf16":
         model = model.to(torch.bfloat16)
     elif cfg.precision == "fp16":

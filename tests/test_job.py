@@ -82,6 +82,24 @@ def test_entities_equal_tagger_and_pipeline(job_run, tiny_model_dir):
     assert n > 300
 
 
+def test_recheck_through_the_job_gives_fp32s_entities(job_run, tmp_path):
+    """model.recheck_margin through spark-submit's path: int8 with margin 1.0 runs every window again
+    at fp32 inside the executors, so the job's entities are job_run's fp32 ones, scores included."""
+    out, ids, texts = job_run
+    write_corpus(tmp_path / "in.parquet", ids, texts, {"day": pa.array(["2026-11-0%d" % (i % 3 + 1) for i in ids])})
+    rc = run_job(tmp_path / "in.parquet", tmp_path / "out", out.parent / "model", "--aggregation", "first",
+                 "--max-length", "48", "--stride", "12", "--set", "input.passthrough_cols=[day]",
+                 "--set", "model.precision=int8", "--set", "model.recheck_margin=1.0")
+    assert rc == 0
+    fp32 = [e[:5] for e in read(out, "entities")]
+    rechecked = [e[:5] for e in read(tmp_path / "out", "entities")]
+    assert len(fp32) > 300 and rechecked == fp32
+    scores = {e[:5]: e[5] for e in read(out, "entities")}
+    assert max(abs(e[5] - scores[e[:5]]) for e in read(tmp_path / "out", "entities")) < 1e-5
+    identity = json.loads((tmp_path / "out" / "manifest.json").read_text())["model_identity"]
+    assert identity["precision"] == "int8" and identity["recheck_margin"] == 1.0
+
+
 def test_documents_and_manifest(job_run):
     out, ids, texts = job_run
     docs = read(out, "documents")

@@ -249,3 +249,17 @@ def test_the_job_waits_for_the_preload_before_its_model_check(tiny_model_dir, tm
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                              cwd=Path(__file__).resolve().parents[1])
         assert out.returncode == 0 and out.stdout.strip() == "reached the read", out.stderr[-2000:]
+
+
+def test_int8_quantizes_each_linear_per_output_channel(tiny_model_dir):
+    """int8 is dynamic quantization with one scale per output channel (per-tensor scales kept 53%
+    of fp32's entities on the real model, per-channel 79%)."""
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    cfg = ModelConfig(name=str(tiny_model_dir), device="cpu", threads=1, precision="int8")
+    forward, _ = model_mod._torch_forward(cfg, "cpu", AutoModelForTokenClassification.from_pretrained(tiny_model_dir))
+    captured = dict(zip(forward.__code__.co_freevars, (c.cell_contents for c in forward.__closure__)))
+    quantized = [m for m in captured["model"].modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    assert quantized and {m.weight().qscheme() for m in quantized} == {torch.per_channel_affine}
+    assert not [m for m in captured["model"].modules() if type(m) is torch.nn.Linear]  # none left at fp32
