@@ -70,7 +70,7 @@ class WorkerMetrics:
             self.acc.add({_PEAK_TAGGING if peak_reset else _PEAK: {worker: peak_mb}})
         self.acc.add({_TAGGER: {
             "windows": stats.windows, "tokens_fed": stats.tokens, "padded_tokens": stats.padded_tokens,
-            "batches": stats.batches, "unique_texts": stats.unique_texts,
+            "batches": stats.batches, "unique_texts": stats.unique_texts, "windows_rechecked": stats.windows_rechecked,
             "ms_tokenize": int(stats.seconds_tokenize * 1000), "ms_model": int(stats.seconds_model * 1000),
             "ms_aggregate": int(stats.seconds_aggregate * 1000), "ms_task": ms_task}})
 

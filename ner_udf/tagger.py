@@ -47,6 +47,7 @@ class TagStats:
     tokens: int = 0  # real tokens fed to the model (window overlap counted)
     padded_tokens: int = 0  # tokens fed including padding
     batches: int = 0
+    windows_rechecked: int = 0  # windows the forward ran again at fp32 (model.recheck_margin)
     seconds_tokenize: float = 0.0
     seconds_model: float = 0.0  # forward calls plus waiting for their results
     seconds_aggregate: float = 0.0
@@ -56,7 +57,8 @@ class Tagger:
     """Tags texts with one loaded model (see :func:`ner_udf.model.load_model`).
 
     ``forward(ids, mask)`` returns probabilities float32[b, L, n_labels]; any callable with that
-    signature works, which is how tests swap in fakes.
+    signature works, which is how tests swap in fakes. A forward with a ``rechecked`` count (the
+    windows it ran again at fp32, ``model.recheck_margin``) has it added to ``stats.windows_rechecked``.
     """
 
     def __init__(
@@ -245,9 +247,11 @@ class Tagger:
         """Run (or launch) one batch; on failure split it in halves, then blame single windows."""
         ids, mask = self.padded(batch)
         t0 = time.perf_counter()
+        rechecked = getattr(self.forward, "rechecked", 0)
         try:
             handle = self.forward(ids, mask)
             self.stats.seconds_model += time.perf_counter() - t0
+            self.stats.windows_rechecked += getattr(self.forward, "rechecked", 0) - rechecked
         except Exception as exc:  # noqa: BLE001
             if len(batch) > 1:
                 half = len(batch) // 2

@@ -96,8 +96,11 @@ def test_recheck_through_the_job_gives_fp32s_entities(job_run, tmp_path):
     assert len(fp32) > 300 and rechecked == fp32
     scores = {e[:5]: e[5] for e in read(out, "entities")}
     assert max(abs(e[5] - scores[e[:5]]) for e in read(tmp_path / "out", "entities")) < 1e-5
-    identity = json.loads((tmp_path / "out" / "manifest.json").read_text())["model_identity"]
-    assert identity["precision"] == "int8" and identity["recheck_margin"] == 1.0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["model_identity"]["precision"] == "int8" and manifest["model_identity"]["recheck_margin"] == 1.0
+    tagger = manifest["tagger"]
+    assert tagger["windows"] > len(texts) and tagger["windows_rechecked"] == tagger["windows"]  # every window
+    assert json.loads((out / "manifest.json").read_text())["tagger"]["windows_rechecked"] == 0  # fp32: none
 
 
 def test_documents_and_manifest(job_run):

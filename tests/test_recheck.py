@@ -67,7 +67,9 @@ def test_a_margin_of_one_gives_fp32s_entities(tiny_model_dir, loaded):
     texts = corpus(150, seed=3) + long_corpus(20, seed=4)
     want = Tagger.from_loaded(loaded["fp32"], TAGGING).tag(texts)
     plain = Tagger.from_loaded(loaded["bf16"], TAGGING).tag(texts)
-    got = Tagger.from_loaded(_load(tiny_model_dir, "bf16", 1.0), TAGGING).tag(texts)
+    rechecking = Tagger.from_loaded(_load(tiny_model_dir, "bf16", 1.0), TAGGING)
+    got = rechecking.tag(texts)
+    assert rechecking.stats.windows > len(texts) and rechecking.stats.windows_rechecked == rechecking.stats.windows
 
     def key(results):
         return [[(e.label, e.start, e.end) for e in r.entities] for r in results]
@@ -79,6 +81,18 @@ def test_a_margin_of_one_gives_fp32s_entities(tiny_model_dir, loaded):
     assert np.abs(scores(got) - scores(want)).max() < 1e-5
     # bf16 alone does not: otherwise this test could not fail
     assert key(plain) != key(want) or np.abs(scores(plain) - scores(want)).max() > 1e-3
+
+
+def test_the_tagger_counts_only_the_windows_run_again(tiny_model_dir, loaded):
+    texts = corpus(120, seed=7) + long_corpus(20)
+    plain = Tagger.from_loaded(loaded["int8"], TAGGING)
+    plain.tag(texts)
+    checked = _load(tiny_model_dir, "int8", 0.3)
+    before = checked.forward.rechecked
+    tagger = Tagger.from_loaded(checked, TAGGING)
+    tagger.tag(texts)
+    assert plain.stats.windows_rechecked == 0
+    assert 0 < tagger.stats.windows_rechecked == checked.forward.rechecked - before < tagger.stats.windows
 
 
 def test_margin_zero_is_the_reduced_precision_alone(tiny_model_dir, loaded):
