@@ -1,9 +1,10 @@
 #!/usr/bin/env python
-"""Is there a CPU backend past eager PyTorch? OpenVINO and torch.compile against eager torch, fp32.
+"""Is there a CPU backend past eager PyTorch? OpenVINO and torch.compile against eager torch, fp32 or bf16.
 
     .venv/bin/pip install openvino==2026.4.0        # only for the openvino leg
     .venv/bin/python benchmarks/investigations/backends.py [--model .cache/models/rampart] [--threads 2]
         [--batches 20] [--budget 8192] [--repeats 3] [--backends torch,openvino,torch_compile]
+        [--precision fp32|bf16]
 
 Builds ``--batches`` padded batches of real tokenized text (PII-style sentences plus the tests'
 multilingual texts), each of a different sequence length drawn from 64..512 and ~``--budget``
@@ -36,6 +37,23 @@ openvino 2026.4.0, rampart model (6 layers, hidden 384), fp32, 2 threads:
   ``peak_child``; the Zen 3 cores' two 256-bit FMA units give 157-224 GFLOP/s for 2 cores at
   2.45-3.5 GHz), so a backend could gain at most ~1.16x. OpenVINO's 1.5x on the rampart model
   (hidden 384) comes from small matmuls, where torch is further from the peak.
+
+2026-12-03 (base commit d34f409), 2-core Intel Xeon with AMX bf16 (the machine of results.json at
+4e6080f), bf16, the benchmark's model, ``--batches 6 --repeats 3 --precision bf16``, one compile
+variant per process (``--backends torch,torch_compile_frozen`` and so on),
+``TORCHINDUCTOR_CACHE_DIR=.cache/bench/inductor``; agreement is against eager bf16 (weights cast):
+- torch.compile(dynamic=True) with inductor freezing (weights folded and prepacked for oneDNN),
+  cold cache: 1,964 tok/s (1,913-2,067) against eager's 1,766 (1,753-2,016), 1.11x (paired
+  1.03/1.12/1.08); first call (compile) 72 s. Warm cache, rerun: 2,436 (1,869-2,502) against
+  2,075 (1,939-2,394), 1.17x (paired 1.02/0.90/1.29); first call still 37 s.
+- static shapes with freezing: 1,781 (1,708-1,945) against 1,842 (1,603-1,854), 0.97x (paired
+  1.05/0.97/1.07), and a compile of ~21-27 s for every new batch shape (the job's bf16 batches take
+  up to 32 lengths times several row counts).
+- both: max abs probability difference 1.1e-2, argmax agreement 99.76% of real tokens.
+  A one-off run on 2026-12-02 at single shapes (best of 3) gave 1.2-2.0x eager bf16 at (16, 512),
+  (40, 208), (64, 128); over mixed shapes the gain is 1.1-1.2x, under the 1.3x bar, and the 37-72 s
+  compile per worker process is more than the bench job's whole bf16 tagging time (4 tasks of
+  ~5.6 s). So no torch.compile backend ships.
 """
 
 from __future__ import annotations
@@ -106,7 +124,14 @@ def main() -> int:
     p.add_argument("--budget", type=int, default=8192)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backends", default="torch,openvino,torch_compile")
+    p.add_argument("--backends", default="torch,openvino,torch_compile",
+                   help="comma-separated: torch (eager, the reference), openvino, torch_compile "
+                        "(dynamic shapes), torch_compile_frozen (dynamic shapes, inductor freezing: "
+                        "weights constant-folded and prepacked for oneDNN), torch_compile_frozen_static "
+                        "(freezing, one compile per batch shape)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: the weights cast as the job casts them (eager and torch.compile), "
+                        "OpenVINO's inference precision hint bf16; agreement is against eager bf16")
     p.add_argument("--out", default=str(ROOT / ".cache/bench/backends.json"))
     args = p.parse_args()
     wanted = args.backends.split(",")
@@ -115,12 +140,15 @@ def main() -> int:
 
     tok = AutoTokenizer.from_pretrained(args.model, use_fast=True)
     model = AutoModelForTokenClassification.from_pretrained(args.model, dtype=torch.float32).eval()
+    fp32_model = model  # OpenVINO converts from fp32 and applies its precision hint
+    if args.precision == "bf16":
+        model = AutoModelForTokenClassification.from_pretrained(args.model, dtype=torch.bfloat16).eval()
     batches = make_batches(tok, args.batches, args.budget, args.seed)
     real = int(sum(m.sum() for _, m in batches))
     padded = int(sum(m.size for _, m in batches))
     res = {"model": args.model, "threads": args.threads, "batches": len(batches), "real_tokens": real,
            "padded_tokens": padded, "shapes": [list(i.shape) for i, _ in batches],
-           "versions": {"torch": torch.__version__}, "backends": {}}
+           "precision": args.precision, "versions": {"torch": torch.__version__}, "backends": {}}
     print(f"{len(batches)} batches, {real} real / {padded} padded tokens", flush=True)
 
     def torch_forward(m):
@@ -141,7 +169,7 @@ def main() -> int:
         ids0, mask0 = (torch.from_numpy(a) for a in batches[0])
         t = time.perf_counter()
         with torch.no_grad():
-            ovm = ov.convert_model(model, example_input={"input_ids": ids0, "attention_mask": mask0,
+            ovm = ov.convert_model(fp32_model, example_input={"input_ids": ids0, "attention_mask": mask0,
                                                          "token_type_ids": torch.zeros_like(ids0)},
                                    input=[("input_ids", ov.PartialShape([-1, -1]), ov.Type.i64),
                                           ("attention_mask", ov.PartialShape([-1, -1]), ov.Type.i64),
@@ -158,7 +186,8 @@ def main() -> int:
         read = time.perf_counter() - t
         t = time.perf_counter()
         compiled = core.compile_model(ovm, "CPU", {"INFERENCE_NUM_THREADS": args.threads,
-                                                   "INFERENCE_PRECISION_HINT": "f32",
+                                                   "INFERENCE_PRECISION_HINT":
+                                                       "bf16" if args.precision == "bf16" else "f32",
                                                    "PERFORMANCE_HINT": "LATENCY"})
         comp = time.perf_counter() - t
         req = compiled.create_infer_request()
@@ -176,6 +205,17 @@ def main() -> int:
         cm = torch.compile(model, dynamic=True)
         fns["torch_compile"] = torch_forward(cm)
         setup["torch_compile"] = {}
+    if "torch_compile_frozen" in wanted:
+        # freezing needs inference mode (torch_forward runs under it); options= patches inductor's
+        # config for this compile only
+        fns["torch_compile_frozen"] = torch_forward(torch.compile(model, dynamic=True, options={"freezing": True}))
+    if "torch_compile_frozen_static" in wanted:
+        fns["torch_compile_frozen_static"] = torch_forward(
+            torch.compile(model, dynamic=False, options={"freezing": True}))
+    if any(n.startswith("torch_compile") for n in wanted):
+        import os
+
+        res["inductor_cache_dir"] = os.environ.get("TORCHINDUCTOR_CACHE_DIR", "(default: /tmp/torchinductor_$USER)")
 
     # warm-up: every shape once per backend; first call of torch_compile includes the compile
     outs = {}
