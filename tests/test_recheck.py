@@ -125,3 +125,20 @@ def test_the_margin_is_part_of_the_model_identity(tmp_path):
     assert manifest.identity_changes(plain, checked) == ["model.recheck_margin: None -> 0.02"]
     assert manifest.identity_changes(checked, plain) == ["model.recheck_margin: 0.02 -> None"]
     assert manifest.identity_changes(checked, wider) == ["model.recheck_margin: 0.02 -> 0.05"]
+
+
+def test_the_int8_scheme_and_the_backend_are_part_of_the_model_identity():
+    info = {"name": "m", "resolved_revision": None, "weights_sha256": "ab" * 32, "labels": ["O", "B-PER"]}
+
+    def identity(*sets):
+        return manifest.model_identity(info, load_config(None, sets=list(sets)))
+
+    fp32, int8, ov = identity(), identity("model.precision=int8"), identity("model.backend=openvino")
+    assert "quantization" not in fp32 and "backend" not in fp32  # fp32 eager outputs written earlier still match
+    assert int8["quantization"] == manifest.INT8_SCHEME == "dynamic_per_channel"
+    # an int8 output written before per-channel quantization (02ab1d4) records no scheme: refused
+    per_tensor = {k: v for k, v in int8.items() if k != "quantization"}
+    assert manifest.identity_changes(per_tensor, int8) == ["model.precision int8 scheme: None -> dynamic_per_channel"]
+    assert manifest.identity_changes(int8, int8) == []
+    assert manifest.identity_changes(fp32, ov) == ["model.backend: None -> openvino"]
+    assert manifest.identity_changes(ov, fp32) == ["model.backend: openvino -> None"]
