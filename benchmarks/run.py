@@ -183,12 +183,16 @@ class Bench:
         cmd = [sys.executable, str(Path(__file__).resolve()), f"--_{kind}", json.dumps(spec)]
         return self.process(name, cmd, "BENCH_RESULT ")
 
-    def job(self, name: str, corpus_path: Path, model_dir: Path, sets: dict) -> dict:
-        out_path = BENCH_DIR / "out" / name
-        sets = {"model.device": "cpu", "spark.master": self.args.master, "spark.conf": json.dumps(self.spark_conf),
+    def job_sets(self, sets: dict) -> dict:
+        """The ``--set`` overrides of every benchmarked job run, ``sets`` on top."""
+        return {"model.device": "cpu", "spark.master": self.args.master, "spark.conf": json.dumps(self.spark_conf),
                 "input.passthrough_cols": "[]", "output.mode": "overwrite", "output.partition_by": "[]",
                 "tagging.batch_tokens": str(self.args.budget), "report.enabled": "false", **sets}
-        out = self.process(name, job_command(corpus_path, out_path, model_dir, sets), "ner-tag: committed")
+
+    def job(self, name: str, corpus_path: Path, model_dir: Path, sets: dict) -> dict:
+        out_path = BENCH_DIR / "out" / name
+        out = self.process(name, job_command(corpus_path, out_path, model_dir, self.job_sets(sets)),
+                           "ner-tag: committed")
         manifest = json.loads((out_path / "manifest.json").read_text())
         return {"wall_s": out["wall_s"], "log": out["log"], "manifest": manifest, "output": out_path}
 

@@ -25,11 +25,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,7 +48,6 @@ WRAPPED = [
 CHILD = r"""
 import functools, importlib, json, sys, time
 T0 = time.perf_counter()
-sys.path.insert(0, {root!r})
 events = []
 def wrap(owner, name, label):
     f = getattr(owner, name)
@@ -73,7 +69,7 @@ from ner_udf.cli import main
 try:
     rc = main(sys.argv[1:])
 finally:
-    print("FIXED_COST " + json.dumps({{"events": events, "end": round(time.perf_counter() - T0, 2)}}), flush=True)
+    print("BENCH_RESULT " + json.dumps({{"events": events, "end": round(time.perf_counter() - T0, 2)}}), flush=True)
 sys.exit(rc)
 """
 
@@ -87,25 +83,15 @@ for k, v in {conf!r}.items():
 s = b.getOrCreate(); t1 = time.perf_counter()
 df = s.read.parquet({corpus!r}); t2 = time.perf_counter()
 df.count(); t3 = time.perf_counter()
-print("FIXED_COST " + json.dumps({{"session": round(t1 - T0, 2), "read_schema": round(t2 - t1, 2),
+print("BENCH_RESULT " + json.dumps({{"session": round(t1 - T0, 2), "read_schema": round(t2 - t1, 2),
                                   "first_count": round(t3 - t2, 2)}}), flush=True)
 """
 
 
-def run_child(code: str, args: list[str], env: dict) -> tuple[float, dict]:
-    t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    line = next((ln for ln in p.stdout.splitlines() if ln.startswith("FIXED_COST ")), None)
-    if p.returncode != 0 or line is None:
-        raise RuntimeError(f"exit code {p.returncode}:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
-    return wall, json.loads(line[len("FIXED_COST "):])
-
-
 def main(argv=None) -> int:
     from benchmarks import benchlib as bl
+    from benchmarks import run as bench_run
     from benchmarks.benchlib import BENCH_DIR
-    from benchmarks.run import SPARK_CONF, job_command
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--precision", default="bf16", help="model.precision of the job (default bf16: quicker rounds)")
@@ -116,21 +102,22 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(BENCH_DIR / "fixed_cost.json"))
     a = ap.parse_args(argv)
 
+    # the bench's own settings, environment and process handling (log, timeout, process-group kill)
+    b = bench_run.Bench(bench_run.parse_args(["--docs", str(a.docs), "--seed", str(a.seed), "--master", a.master,
+                                              "--precisions", a.precision, "--backends", ""]))
     model_dir = bl.build_model(bl.default_model_dir(12), layers=12)
     corpus = bl.write_corpus(bl.corpus_docs(a.docs, a.seed), BENCH_DIR / f"corpus-{a.docs}-s{a.seed}", n_files=8)
-    conf = {**SPARK_CONF, "spark.task.cpus": "2"}
-    sets = {"model.device": "cpu", "spark.master": a.master, "spark.conf": json.dumps(conf),
-            "input.passthrough_cols": "[]", "output.mode": "overwrite", "output.partition_by": "[]",
-            "tagging.batch_tokens": "8192", "report.enabled": "false", "model.precision": a.precision}
-    cmd = job_command(corpus, BENCH_DIR / "out" / "fixed_cost", model_dir, sets)[2:]  # after python and the script
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
-           "SPARK_LOCAL_IP": "127.0.0.1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": str(ROOT)}
+    out_path = BENCH_DIR / "out" / "fixed_cost"
+    job_args = bench_run.job_command(corpus, out_path, model_dir,
+                                     b.job_sets({"model.precision": a.precision}))[2:]  # after python, the script
+    bare_code = BARE.format(master=a.master, conf=b.spark_conf, corpus=str(corpus))
+    job_code = CHILD.format(wrapped=WRAPPED)
     rounds = []
     for rep in range(a.repeats):
-        wall_b, bare = run_child(BARE.format(master=a.master, conf=conf, corpus=str(corpus)), [], env)
-        wall_j, job = run_child(CHILD.format(root=str(ROOT), wrapped=WRAPPED), cmd, env)
-        manifest = json.loads((BENCH_DIR / "out" / "fixed_cost" / "manifest.json").read_text())
+        bare_out = b.process("fixed_cost_bare", [sys.executable, "-c", bare_code], "BENCH_RESULT ")
+        job_out = b.process("fixed_cost_job", [sys.executable, "-c", job_code, *job_args], "BENCH_RESULT ")
+        wall_b, bare, wall_j, job = bare_out["wall_s"], bare_out["result"], job_out["wall_s"], job_out["result"]
+        manifest = json.loads((out_path / "manifest.json").read_text())
         tasks = manifest["throughput"].get("tasks", {})
         rounds.append({"bare": {"wall_s": round(wall_b, 2), **bare},
                        "job": {"wall_s": round(wall_j, 2), "events": job["events"], "tasks_s": tasks.get("seconds"),
