@@ -14,6 +14,7 @@ import statistics
 from typing import Any
 
 from . import events
+from .model import INT8_SCHEME  # model.py quantizes int8, so it names the scheme
 
 # accumulator keys: {key: {subkey: int}}
 _LOADS_PER_EXECUTOR = "executors"        # executor (host/daemon pid) -> model loads
@@ -168,9 +169,6 @@ def task_times(records: list[dict]) -> dict:
 def _keep_max(d: dict, key: str, sub: str, value: int) -> None:
     into = d.setdefault(key, {})
     into[sub] = max(into.get(sub, value), value)
-
-
-INT8_SCHEME = "dynamic_per_channel"  # model.precision int8: ner_udf/model.py's per_channel_dynamic_qconfig
 
 
 def model_identity(model_info: dict, cfg) -> dict:

@@ -285,6 +285,12 @@ def _load(cfg: ModelConfig, device: str) -> LoadedModel:
     )
 
 
+# model.precision int8's quantization: the scheme's name, which an output's model identity records
+# (ner_udf/manifest.py), and the torch qconfig that it names, side by side, so that a new scheme
+# comes with a new name and an incremental run never mixes outputs of two schemes.
+INT8_SCHEME, INT8_QCONFIG = "dynamic_per_channel", "per_channel_dynamic_qconfig"
+
+
 def _torch_forward(cfg: ModelConfig, device: str, model):
     """The eager PyTorch forward of ``model`` (cast to ``cfg.precision``, on ``device``) and its config."""
     import torch
@@ -294,7 +300,7 @@ def _torch_forward(cfg: ModelConfig, device: str, model):
             warnings.simplefilter("ignore")
             # One scale per output channel: on the real model per-tensor scales kept 53% of fp32's
             # entities and per-channel 79%, at no loss of speed (README, Known limitations).
-            qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+            qconfig = getattr(torch.ao.quantization, INT8_QCONFIG)
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear: qconfig}, dtype=torch.qint8)
     elif cfg.precision == "bf16":
         model = model.to(torch.bfloat16)

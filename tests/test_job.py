@@ -189,7 +189,7 @@ def test_cli_help_shows_the_configs_values_and_version():
     assert version.returncode == 0 and version.stdout.strip() == f"ner-tag {ner_udf.__version__}"
 
 
-def test_cli_runtime_user_errors(tiny_model_dir, tmp_path):
+def test_cli_runtime_user_errors(tiny_model_dir, tmp_path, capsys):
     write_corpus(tmp_path / "in.parquet", [1], ["Paris"])
     cases = [
         (["--input", str(tmp_path / "missing.parquet")], "input.path: cannot read Parquet"),
@@ -208,11 +208,13 @@ def test_cli_runtime_user_errors(tiny_model_dir, tmp_path):
     for extra, needle in cases:
         args = ["--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "o"), "--model", str(tiny_model_dir),
                 "--id-col", "id", "--text-col", "body", *SPARK]
-        # later flags win
-        r = cli(*args, *extra)
-        assert r.returncode == 2, r.stderr[-2000:]
-        assert needle in r.stderr.strip().splitlines()[-1], r.stderr[-2000:]
-        assert "Traceback" not in r.stderr
+        # later flags win; in this process (the script's own entry: test_cli_config_errors), which
+        # saves a Python and JVM start per case; an exception that escaped main() would fail the test
+        rc = main([*args, *extra])
+        err = capsys.readouterr().err
+        assert rc == 2, err[-2000:]
+        assert needle in err.strip().splitlines()[-1], err[-2000:]
+        assert "Traceback" not in err
         assert not (tmp_path / "o" / "entities").exists()
 
 
@@ -369,17 +371,18 @@ def test_accumulator_adds_counts_and_keeps_peaks():
     ("shapes", "weights missing or of the wrong shape, which transformers would initialise at random: "
                "bert.embeddings.word_embeddings.weight"),
 ])
-def test_a_failing_model_fails_the_run_and_keeps_the_previous_output(tiny_model_dir, tmp_path, how, needle):
+def test_a_failing_model_fails_the_run_and_keeps_the_previous_output(tiny_model_dir, tmp_path, how, needle, capsys):
     write_corpus(tmp_path / "in.parquet", list(range(30)), corpus(30, seed=51))
     assert run_job(tmp_path / "in.parquet", tmp_path / "o", tiny_model_dir) == 0
     before = {t: read(tmp_path / "o", t) for t in ("entities", "documents")}
     manifest = (tmp_path / "o" / "manifest.json").read_text()
     bad = broken_model(tiny_model_dir, tmp_path / "bad", how)
-    r = cli("--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "o"), "--model", str(bad),
-            "--id-col", "id", "--text-col", "body", "--set", "output.mode=overwrite", *SPARK)
-    assert r.returncode == 1, r.stderr[-3000:]
-    last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("ner-tag: run failed, nothing committed: ") and needle in last, r.stderr[-3000:]
+    capsys.readouterr()
+    rc = run_job(tmp_path / "in.parquet", tmp_path / "o", bad, "--set", "output.mode=overwrite")
+    err = capsys.readouterr().err
+    assert rc == 1, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("ner-tag: run failed, nothing committed: ") and needle in last, err[-3000:]
     if how == "vocab":
         assert "model failed: IndexError" in last, last
     assert {t: read(tmp_path / "o", t) for t in ("entities", "documents")} == before

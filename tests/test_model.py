@@ -262,4 +262,8 @@ def test_int8_quantizes_each_linear_per_output_channel(tiny_model_dir):
     captured = dict(zip(forward.__code__.co_freevars, (c.cell_contents for c in forward.__closure__)))
     quantized = [m for m in captured["model"].modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
     assert quantized and {m.weight().qscheme() for m in quantized} == {torch.per_channel_affine}
+    # the scheme's name, which an int8 output's model identity records (test_recheck.py), is the one
+    # the weights were quantized with: a new qconfig without a new name fails here
+    names = {torch.per_channel_affine: "dynamic_per_channel", torch.per_tensor_affine: "dynamic_per_tensor"}
+    assert {names[m.weight().qscheme()] for m in quantized} == {model_mod.INT8_SCHEME}
     assert not [m for m in captured["model"].modules() if type(m) is torch.nn.Linear]  # none left at fp32

@@ -135,7 +135,7 @@ def test_the_int8_scheme_and_the_backend_are_part_of_the_model_identity():
 
     fp32, int8, ov = identity(), identity("model.precision=int8"), identity("model.backend=openvino")
     assert "quantization" not in fp32 and "backend" not in fp32  # fp32 eager outputs written earlier still match
-    assert int8["quantization"] == manifest.INT8_SCHEME == "dynamic_per_channel"
+    assert int8["quantization"] == model_mod.INT8_SCHEME == "dynamic_per_channel"
     # an int8 output written before per-channel quantization (02ab1d4) records no scheme: refused
     per_tensor = {k: v for k, v in int8.items() if k != "quantization"}
     assert manifest.identity_changes(per_tensor, int8) == ["model.precision int8 scheme: None -> dynamic_per_channel"]
