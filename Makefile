@@ -65,8 +65,9 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
 # The published figures (benchmarks/results.json, RESULTS.md, README's Performance block): every
-# variant side by side, medians of 3 interleaved repeats; refuses a dirty tree. About 1 h 50 min on a
-# 2-core AVX2 machine with nothing else running. BENCH_ARGS: see `.venv/bin/python benchmarks/run.py --help`.
+# variant side by side, medians of 3 interleaved repeats; refuses a dirty tree. 1 h 20 min to 1 h 50 min
+# on a 2-core machine with nothing else running (85 min on the AMX Xeon of 2026-12-02).
+# BENCH_ARGS: see `.venv/bin/python benchmarks/run.py --help`.
 BENCH_ARGS ?=
 bench: setup model
 	$(PY) benchmarks/run.py $(BENCH_ARGS)

@@ -28,7 +28,8 @@ def test_the_bench_runs_end_to_end(tmp_path, rampart_dir):
     out = tmp_path / "bench"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--layers", "2", "--docs", "12", "--repeats", "1",
            "--calibration-docs", "6", "--agreement-docs", "0", "--agreement-sample", "12", "--skew-docs", "24",
-           "--skew-long-chars", "3000", "--skew-layers", "2", "--precisions", "fp32,int8", "--peak-sizes", "128,256",
+           "--skew-long-chars", "3000", "--skew-layers", "2", "--precisions", "fp32,int8", "--backends", "openvino",
+           "--peak-sizes", "128,256",
            "--results-dir", str(out), "--allow-dirty", "--timeout", "600"]
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
@@ -36,7 +37,8 @@ def test_the_bench_runs_end_to_end(tmp_path, rampart_dir):
     r = json.loads((out / "results.json").read_text())
     assert r["publishable"] is False and len(r["commit"].removesuffix("-dirty")) == 40
     tps = r["tokens_per_s"]
-    for name in ("roofline_fp32", "job_fp32", "job_int8", "pipeline_row_udf_fp32", "predict_batch_udf_fp32"):
+    for name in ("roofline_fp32", "job_fp32", "job_int8", "pipeline_row_udf_fp32", "predict_batch_udf_fp32",
+                 "roofline_fp32_openvino", "job_fp32_openvino"):
         assert tps[name] > 0, name
         # each run's figure is the corpus's tokens over that run's own measured seconds
         assert r["spread"][name]["runs"] == pytest.approx(
@@ -46,6 +48,10 @@ def test_the_bench_runs_end_to_end(tmp_path, rampart_dir):
     assert all(b in (1, 8, 32) for b in r["best_batch_size"].values())
     assert set(r["calibration"]["predict_batch_udf_fp32"]["tokens_per_s"]) == {"1", "8", "32"}
     assert 0 <= r["agreement_vs_fp32"]["int8"] <= 1
+    # the backend stage: fp32 OpenVINO keeps every fp32 entity (outputs within 1e-4: tests/test_backends.py)
+    assert r["agreement_vs_fp32"]["fp32_openvino"] == 1.0
+    assert r["backends"]["openvino"]["agreement"] == 1.0 and r["backends"]["openvino"]["speed_vs_eager"] > 0
+    assert r["targets"]["backend_agreement"]["backend"] == "openvino"
     # the recheck variant is measured beside int8 (its semantics: tests/test_recheck.py)
     assert 0 <= r["agreement_vs_fp32"]["int8_recheck"] <= 1
     assert 0 <= r["agreement_detail"]["windows_rechecked"]["int8_recheck"] <= 1

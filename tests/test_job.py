@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -54,10 +55,20 @@ def job_run(tiny_model_dir, tmp_path_factory):
     # a copy under a new path: Python workers that earlier tests left running have the original cached,
     # and this run's manifest must count its loads
     model = shutil.copytree(tiny_model_dir, tmp / "model")
-    rc = run_job(tmp / "in.parquet", tmp / "out", model, "--aggregation", "first", "--max-length", "48",
-                 "--stride", "12", "--set", "input.passthrough_cols=[day]")
-    assert rc == 0
+    assert run_job(tmp / "in.parquet", tmp / "out", model, *JOB_RUN_ARGS) == 0
     return tmp / "out", ids, texts
+
+
+JOB_RUN_ARGS = ("--aggregation", "first", "--max-length", "48", "--stride", "12", "--set", "input.passthrough_cols=[day]")
+
+
+def rerun(job_run, tmp_path, *sets: str) -> Path:
+    """job_run's input and settings again, into ``tmp_path/out``, with ``--set`` ``sets`` on top."""
+    out, ids, texts = job_run
+    write_corpus(tmp_path / "in.parquet", ids, texts, {"day": pa.array(["2026-11-0%d" % (i % 3 + 1) for i in ids])})
+    sets = [a for s in sets for a in ("--set", s)]
+    assert run_job(tmp_path / "in.parquet", tmp_path / "out", out.parent / "model", *JOB_RUN_ARGS, *sets) == 0
+    return tmp_path / "out"
 
 
 def test_entities_equal_tagger_and_pipeline(job_run, tiny_model_dir):
@@ -86,11 +97,7 @@ def test_recheck_through_the_job_gives_fp32s_entities(job_run, tmp_path):
     """model.recheck_margin through spark-submit's path: int8 with margin 1.0 runs every window again
     at fp32 inside the executors, so the job's entities are job_run's fp32 ones, scores included."""
     out, ids, texts = job_run
-    write_corpus(tmp_path / "in.parquet", ids, texts, {"day": pa.array(["2026-11-0%d" % (i % 3 + 1) for i in ids])})
-    rc = run_job(tmp_path / "in.parquet", tmp_path / "out", out.parent / "model", "--aggregation", "first",
-                 "--max-length", "48", "--stride", "12", "--set", "input.passthrough_cols=[day]",
-                 "--set", "model.precision=int8", "--set", "model.recheck_margin=1.0")
-    assert rc == 0
+    rerun(job_run, tmp_path, "model.precision=int8", "model.recheck_margin=1.0")
     fp32 = [e[:5] for e in read(out, "entities")]
     rechecked = [e[:5] for e in read(tmp_path / "out", "entities")]
     assert len(fp32) > 300 and rechecked == fp32
@@ -101,6 +108,23 @@ def test_recheck_through_the_job_gives_fp32s_entities(job_run, tmp_path):
     tagger = manifest["tagger"]
     assert tagger["windows"] > len(texts) and tagger["windows_rechecked"] == tagger["windows"]  # every window
     assert json.loads((out / "manifest.json").read_text())["tagger"]["windows_rechecked"] == 0  # fp32: none
+
+
+def test_openvino_through_the_job_gives_torchs_entities(job_run, tmp_path):
+    """model.backend openvino inside the executors' Python workers (the IR converted there, next to
+    the model): the job's entities are job_run's eager-torch ones, scores within 1e-4."""
+    pytest.importorskip("openvino")
+    out = job_run[0]
+    rerun(job_run, tmp_path, "model.backend=openvino", "model.device=cpu")
+    torch_entities = {e[:5]: e[5] for e in read(out, "entities")}
+    openvino_entities = {e[:5]: e[5] for e in read(tmp_path / "out", "entities")}
+    assert len(torch_entities) > 300 and openvino_entities.keys() == torch_entities.keys()
+    assert max(abs(v - torch_entities[k]) for k, v in openvino_entities.items()) < 1e-4
+    without_run_id = lambda rows: [r[:9] + r[10:] for r in rows]  # noqa: E731 - documents' run_id is column 9
+    assert without_run_id(read(tmp_path / "out", "documents")) == without_run_id(read(out, "documents"))
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["model_identity"]["backend"] == "openvino"
+    assert list((out.parent / "model").glob(".openvino/*/model.xml")), "no IR cached next to the model"
 
 
 def test_documents_and_manifest(job_run):
