@@ -97,13 +97,13 @@ def test_recheck_through_the_job_gives_fp32s_entities(job_run, tmp_path):
     """model.recheck_margin through spark-submit's path: int8 with margin 1.0 runs every window again
     at fp32 inside the executors, so the job's entities are job_run's fp32 ones, scores included."""
     out, ids, texts = job_run
-    rerun(job_run, tmp_path, "model.precision=int8", "model.recheck_margin=1.0")
+    again = rerun(job_run, tmp_path, "model.precision=int8", "model.recheck_margin=1.0")
     fp32 = [e[:5] for e in read(out, "entities")]
-    rechecked = [e[:5] for e in read(tmp_path / "out", "entities")]
+    rechecked = [e[:5] for e in read(again, "entities")]
     assert len(fp32) > 300 and rechecked == fp32
     scores = {e[:5]: e[5] for e in read(out, "entities")}
-    assert max(abs(e[5] - scores[e[:5]]) for e in read(tmp_path / "out", "entities")) < 1e-5
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert max(abs(e[5] - scores[e[:5]]) for e in read(again, "entities")) < 1e-5
+    manifest = json.loads((again / "manifest.json").read_text())
     assert manifest["model_identity"]["precision"] == "int8" and manifest["model_identity"]["recheck_margin"] == 1.0
     tagger = manifest["tagger"]
     assert tagger["windows"] > len(texts) and tagger["windows_rechecked"] == tagger["windows"]  # every window
@@ -115,14 +115,17 @@ def test_openvino_through_the_job_gives_torchs_entities(job_run, tmp_path):
     the model): the job's entities are job_run's eager-torch ones, scores within 1e-4."""
     pytest.importorskip("openvino")
     out = job_run[0]
-    rerun(job_run, tmp_path, "model.backend=openvino", "model.device=cpu")
+    again = rerun(job_run, tmp_path, "model.backend=openvino", "model.device=cpu")
     torch_entities = {e[:5]: e[5] for e in read(out, "entities")}
-    openvino_entities = {e[:5]: e[5] for e in read(tmp_path / "out", "entities")}
+    openvino_entities = {e[:5]: e[5] for e in read(again, "entities")}
     assert len(torch_entities) > 300 and openvino_entities.keys() == torch_entities.keys()
     assert max(abs(v - torch_entities[k]) for k, v in openvino_entities.items()) < 1e-4
-    without_run_id = lambda rows: [r[:9] + r[10:] for r in rows]  # noqa: E731 - documents' run_id is column 9
-    assert without_run_id(read(tmp_path / "out", "documents")) == without_run_id(read(out, "documents"))
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+
+    def documents(o):  # every column but run_id (the 10th)
+        return [r[:9] + r[10:] for r in read(o, "documents")]
+
+    assert documents(again) == documents(out)
+    manifest = json.loads((again / "manifest.json").read_text())
     assert manifest["model_identity"]["backend"] == "openvino"
     assert list((out.parent / "model").glob(".openvino/*/model.xml")), "no IR cached next to the model"
 
