@@ -411,8 +411,8 @@ def machine_info() -> dict:
         usable = os.cpu_count()
     return {
         "cpu": model, "cores": os.cpu_count(), "usable_cores": usable, "memory_gb": mem_gb,
-        "flags": {f: f in flags for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile",
-                                           "amx_bf16", "amx_int8")},
+        "flags": {f: f in flags for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+                                           "amx_tile", "amx_bf16", "amx_int8", "amx_fp16")},
         "platform": platform.platform(),
     }
 

@@ -7,7 +7,7 @@ machine's matrix peak: every figure side by side in one run, as medians of inter
 Stages, in this order (each Spark variant in a fresh process: JVM, Python workers and model load
 inside the timing; master ``local[2]`` with ``spark.task.cpus=2``, one task at a time on 2 threads):
 
-1. ``peak``: the machine's matrix peak (fp32/bf16 square matmuls of ``--peak-sizes``, each warmed
+1. ``peak``: the machine's matrix peak (fp32/bf16/fp16 square matmuls of ``--peak-sizes``, each warmed
    up, the variants' 2 threads; measured again after the main rounds, the best of both kept) and
    the model's FLOPs per token at the corpus's window lengths (``hardware`` in results.json).
 2. ``calibrate``: each peer (``benchmarks/peer_udfs.py``) at each precision tries the pipeline batch
@@ -79,6 +79,13 @@ TARGETS = {  # name: (target, comparison, what it means)
 def native_bf16(machine: dict) -> bool:
     f = machine.get("flags", {})
     return bool(f.get("avx512_bf16") or f.get("amx_bf16"))
+
+
+def native_fp16(machine: dict) -> bool:
+    """fp16 arithmetic in the CPU's vector (avx512_fp16) or matrix (amx_fp16) units; with the
+    vector units only, fp16 matmuls need not beat fp32's (the peak stage measures it)."""
+    f = machine.get("flags", {})
+    return bool(f.get("avx512_fp16") or f.get("amx_fp16"))
 
 
 def median_spread(values: list[float]) -> dict:
@@ -201,8 +208,9 @@ class Bench:
         """The matrix peak, measured before the main rounds and again after them (the best of both
         counts: a busy moment of a shared machine can only lower a measurement)."""
         res = self.child("peak", {"threads": self.args.threads, "sizes": self.peak_sizes,
-                                  "precisions": [p for p in ("fp32", "bf16") if p in self.precisions or p == "bf16"],
-                                  "native_bf16": native_bf16(self.machine)}, "peak")["result"]
+                                  "precisions": ["fp32", "bf16", "fp16"],
+                                  "native": {"bf16": native_bf16(self.machine),
+                                             "fp16": native_fp16(self.machine)}}, "peak")["result"]
         hw = self.results.get("hardware")
         if hw:  # the second measurement: keep the best of both
             before = hw["peak_gflops"]
@@ -380,16 +388,19 @@ class Bench:
 
 
 # -- child processes ----------------------------------------------------------------------------
-def peak_child(threads: int, sizes: list[int], precisions: list[str], native_bf16: bool) -> dict:
+def peak_child(threads: int, sizes: list[int], precisions: list[str], native: dict[str, bool]) -> dict:
     """Per precision, the best of several square matmuls at each size, each size first warmed up
-    for a second (the CPU's clocks and the library's kernels settle); an emulated bf16 gets 512 only."""
+    for a second (the CPU's clocks and the library's kernels settle); a precision the CPU has no
+    instructions for (``native`` false: torch emulates it) gets 512 only. fp16 is measured although
+    the job runs it on GPUs only: it is the reduced precision that keeps fp32's entities
+    (``investigations/bf16_recipes.py``), and this figure says whether a CPU could run it fast."""
     import torch
 
     torch.set_num_threads(threads)
     out, method = {}, {}
     for p in precisions:
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[p]
-        emulated = p == "bf16" and not native_bf16
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[p]
+        emulated = not native.get(p, True)
         by_size = {}
         for n in ([512] if emulated else sizes):
             a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
@@ -405,7 +416,7 @@ def peak_child(threads: int, sizes: list[int], precisions: list[str], native_bf1
         out[p] = max(by_size.values())
         method[p] = (f"best of {2 if emulated else 5} square matmuls at each of {'/'.join(by_size)} after "
                      f"{0.2 if emulated else 1} s of warm-up each, {threads} threads; by size: {by_size}"
-                     + (" (no native bf16 on this CPU: torch emulates it)" if emulated else ""))
+                     + (f" (no native {p} on this CPU: torch emulates it)" if emulated else ""))
     return {"gflops": out, "method": method}
 
 
@@ -595,6 +606,10 @@ def performance_table(r: dict) -> str:
                       f"does {hw['flops_per_token'] / 1e6:.0f} MFLOP per token here; the job runs at "
                       + ", ".join(f"{p} {hw['peak_fraction'][p]:.0%}" for p in ("fp32", "bf16", "int8")
                                   if p in hw["peak_fraction"]) + " of the matching peak (int8 against fp32's)."]
+        fp16, fp32 = hw["peak_gflops"].get("fp16"), hw["peak_gflops"].get("fp32")
+        if fp16 and fp32:
+            lines[-1] += (f" fp16, the reduced precision that keeps fp32's entities in `investigations/bf16_recipes.py` "
+                          f"(the job runs it on GPUs only), multiplies at {fp16 / fp32:.2f}x fp32's peak on this CPU.")
     agree = r.get("agreement_vs_fp32")
     if agree:
         lines += ["", "Entities kept against fp32 on the real model: "

@@ -57,6 +57,9 @@ def test_the_bench_runs_end_to_end(tmp_path, rampart_dir):
     assert 0 <= r["agreement_detail"]["windows_rechecked"]["int8_recheck"] <= 1
     assert r["agreement_detail"]["speed_vs_fp32"]["int8_recheck"] > 0
     assert r["hardware"]["peak_gflops"]["fp32"] > 0 and 0 < r["hardware"]["peak_fraction"]["fp32"] < 1
+    # fp16 (GPU only in the job) is measured too: whether this CPU could multiply it fast
+    assert r["hardware"]["peak_gflops"]["fp16"] > 0 and "fp16" in r["hardware"]["peak_method"]
+    assert "multiplies at" in (out / "RESULTS.md").read_text()
     skew = r["skew"]
     assert skew["max_task_over_median"] >= 1 and skew["identical_entities"] is True
     assert all(run["count"] for run in skew["runs"]["cost"])
