@@ -16,7 +16,9 @@ inside the timing; master ``local[2]`` with ``spark.task.cpus=2``, one task at a
    a noisy minute hits every variant alike): ``roofline_<precision>`` (the model alone through the
    tagger's own batches), ``job_<precision>`` (``jobs/tag_entities.py``: Parquet in, tables and
    manifest out), ``pipeline_row_udf_<precision>`` and ``predict_batch_udf_<precision>``.
-   tokens/s = the corpus's tokens (counted once, with the job's tokenization) / wall seconds.
+   tokens/s = the corpus's tokens (counted once, with the job's tokenization) / wall seconds. The
+   job runs ``conf/local.yaml``, whose ``tagging.balance: auto`` is ``hash`` with this one task
+   slot (results.json ``variants.job_*[].balance``).
 4. ``agreement``: entities of every reduced precision (and backend) against fp32 eager torch on the
    real offline model (``make model``), exact (doc, label, start, end), over the bundled sample and
    ``--agreement-docs`` UDHR documents; each reduced precision also as ``<precision>_recheck``
@@ -268,7 +270,8 @@ class Bench:
             seconds = out["wall_s"]
             detail = {"tokens_counted_by_job": m["counts"]["tokens"], "entities": m["counts"]["entities"]["total"],
                       "job_seconds": m["throughput"]["seconds"], "model_loads": m.get("model_loads"),
-                      "tasks": m["throughput"].get("tasks"), "log": out["log"]}
+                      "tasks": m["throughput"].get("tasks"), "balance": m["spark"].get("balance"),
+                      "log": out["log"]}
             if m["counts"]["tokens"] != self.tokens:
                 log(f"WARNING {name}: the job counted {m['counts']['tokens']} tokens, the benchmark {self.tokens}")
         else:
@@ -578,13 +581,20 @@ def _fmt(v, spec=",.0f"):
     return "–" if v is None else format(v, spec)
 
 
+def job_balance(r: dict) -> str:
+    """How the job variants spread their rows (``tagging.balance`` as run), for the table's head."""
+    found = {d.get("balance") for name, runs in r.get("variants", {}).items() if name.startswith("job_")
+             for d in runs if d.get("balance")}
+    return f" (one task slot; the job's `tagging.balance`: {', '.join(sorted(found))})" if found else ""
+
+
 def performance_table(r: dict) -> str:
     """The README's Performance block (and the head of RESULTS.md)."""
     tps, spread, m, c = r["tokens_per_s"], r.get("spread", {}), r["machine"], r["corpus"]
     base = tps.get("job_fp32")
     lines = [
         f"Measured by `make bench` at commit `{r['commit'][:12]}` on {r['date'][:10]}: {m['cpu']}, "
-        f"{m['cores']} cores, `local[2]` with `spark.task.cpus=2`; {c['docs']} UDHR documents, {c['tokens']:,} tokens; "
+        f"{m['cores']} cores, `local[2]` with `spark.task.cpus=2`{job_balance(r)}; {c['docs']} UDHR documents, {c['tokens']:,} tokens; "
         f"median of {r['setup']['repeats']} interleaved runs (spread = (max - min) / median).",
         "",
         "| variant | tokens/s | spread | vs job fp32 |",

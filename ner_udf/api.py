@@ -43,8 +43,9 @@ def tag_entities(df, *, id_col: str, text_col: str, config: str | Path | Mapping
 
     Checked at once (a :class:`UserError` naming the key): the config, the model (its files, head
     and labels, as the job's driver does), the columns. Nothing is tagged until an action (with
-    ``tagging.balance: cost``, the default, one small Spark job measures the texts' sizes at once,
-    to plan the partitions; ``hash`` runs none). Every
+    ``tagging.balance: cost``, which the default ``auto`` is unless the session is a local master
+    with one task slot, one small Spark job measures the texts' sizes at once, to plan the
+    partitions; ``hash`` runs none). Every
     row of ``df`` comes out as one ``documents`` row (status ``ok``, ``empty``, ``null`` or
     ``error`` with its message); ``entities`` has one row per entity. Both frames come from one
     tagging: it is persisted (memory and disk) when first computed, so using both tags once;
@@ -72,7 +73,7 @@ class Tagging(NamedTuple):
     tagged: Any  # the tagged rows (``spark.tagged_schema``), persisted: both tables come from one tagging
     entities: Any  # the entities table (``spark.entities_table``)
     documents: Any  # the documents table (``spark.documents_table``)
-    rows: int | None  # rows to tag, counted by the cost balance's scan (None with ``tagging.balance: hash``)
+    rows: int | None  # rows to tag, counted by the cost balance's scan (None when the balance run is hash)
 
 
 def tag_prepared(source, cfg: Config, acc, partitions: int, run_id: str, report_to: tuple | None = None) -> Tagging:

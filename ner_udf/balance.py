@@ -9,10 +9,23 @@ No Spark import: :func:`plan_buckets` is the whole decision, given each bucket's
 from __future__ import annotations
 
 import heapq
+import re
 from typing import Mapping
 
 BUCKETS_PER_PARTITION = 64  # fine enough that LPT can even out the loads
 MAX_BUCKETS = 16_384        # the plan is a literal array in the query: keep it small
+
+
+def resolve(balance: str, master: str, slots: int) -> str:
+    """``tagging.balance`` as a session with Spark master ``master`` and ``slots`` task slots runs
+    it. ``auto`` is ``hash`` on a local master with one task slot, ``cost`` everywhere else: tasks
+    that run one after another end at the same time however the texts are spread, so there the
+    measuring scan would be pure cost. A cluster's executors can come and go (dynamic
+    allocation), so its slot count at the start is never taken as fixed: ``cost``."""
+    if balance != "auto":
+        return balance
+    local = re.fullmatch(r"local(\[[^\]]*\])?", master or "") is not None  # not local-cluster[...]
+    return "hash" if local and slots == 1 else "cost"
 
 
 def bucket_count(partitions: int) -> int:

@@ -96,8 +96,10 @@ class TaggingConfig(_Section):
     label_map: dict[str, str] = Field(default_factory=dict)
     dedupe: bool = True
     # cost: spread rows so each partition gets about the same number of text bytes (no straggler
-    # task holding the few long documents); hash: by a hash of the text alone (the former behaviour)
-    balance: Literal["cost", "hash"] = "cost"
+    # task holding the few long documents); hash: by a hash of the text alone (the former behaviour);
+    # auto: hash on a local master with one task slot (tasks run one at a time), else cost
+    # (ner_udf.balance.resolve)
+    balance: Literal["auto", "cost", "hash"] = "auto"
     max_error_fraction: float = Field(default=0.01, ge=0.0, le=1.0)
 
     def resolved_stride(self, max_length: int, n_special: int) -> int:

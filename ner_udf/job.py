@@ -124,6 +124,7 @@ def run(cfg: Config, progress_every_s: float | None = 10.0, verbose: bool = Fals
                 throughput=throughput(seconds, phases, counts, acc.value, monitor.records()),
                 spark={"version": spark.version, "master": spark.sparkContext.master,
                        "app_id": spark.sparkContext.applicationId, "partitions": partitions,
+                       "balance": glue.effective_balance(spark, cfg.tagging.balance),  # auto resolved
                        # the config's spark.conf keys as the session has them (spark-submit's win)
                        "conf": {k: spark.conf.get(k, None) for k in cfg.spark.conf}},
                 faults=monitor.faults(),
@@ -190,7 +191,7 @@ def report_only(output: str, by: str | None = None, spark_conf: dict | None = No
 def plan(spark, cfg: Config, model_info: dict, source, run_id: str, started_at: str) -> dict:
     """What a run would do (``--dry-run``), found without writing anything: input rows, documents to
     tag (incremental: those the output lacks), partitions, the model, how it tags (aggregation,
-    balance, precision, device, backend), the output and its state.
+    balance as this session runs it, precision, device, backend), the output and its state.
     Raises the :class:`UserError` the run would raise."""
     store = OutputStore.for_output(spark, cfg.output, run_id, started_at)
     state = store.inspect()
@@ -206,7 +207,8 @@ def plan(spark, cfg: Config, model_info: dict, source, run_id: str, started_at: 
         "spark": {"master": spark.sparkContext.master, "task_slots": glue.task_slots(spark)},
         "model": {**{k: model_info.get(k) for k in ("name", "path", "resolved_revision")},
                   "entity_labels": entity_labels(model_info["labels"], cfg.tagging.aggregation)},
-        "tagging": {"aggregation": cfg.tagging.aggregation, "balance": cfg.tagging.balance,
+        "tagging": {"aggregation": cfg.tagging.aggregation,
+                    "balance": glue.effective_balance(spark, cfg.tagging.balance),  # auto resolved
                     "precision": cfg.model.precision, "device": cfg.model.device, "backend": cfg.model.backend},
         "output": {"path": cfg.output.path, "mode": cfg.output.mode, "partition_by": list(cfg.output.partition_by),
                    **state},

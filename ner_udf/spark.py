@@ -153,6 +153,13 @@ def task_slots(spark: SparkSession) -> int:
     return max(1, spark.sparkContext.defaultParallelism // int(spark.conf.get("spark.task.cpus", "1")))
 
 
+def effective_balance(spark: SparkSession, balance: str) -> str:
+    """``tagging.balance`` as this session runs it (``auto`` resolved: :func:`ner_udf.balance.resolve`)."""
+    from .balance import resolve
+
+    return resolve(balance, spark.sparkContext.master, task_slots(spark))
+
+
 def read_input(spark: SparkSession, cfg: Config) -> DataFrame:
     """The corpus at ``input.path`` (``input.base_path`` applied), its files' footers checked, then
     prepared (:func:`prepare`). Every problem is a :class:`UserError`, found before any work."""
@@ -428,7 +435,7 @@ def tag(df: DataFrame, cfg: Config, loads_acc, partitions: int,
     ``rows`` the number of rows to tag when the spreading counted them (else None)."""
     rows = None
     if partitions:
-        df, rows = spread(df, partitions, cfg.tagging.balance)
+        df, rows = spread(df, partitions, effective_balance(df.sparkSession, cfg.tagging.balance))
     fn = make_tag_fn(cfg.model_dump_json(), loads_acc, os.getcwd(), report_to)
     return df.mapInPandas(fn, tagged_schema(df)), rows
 
@@ -447,6 +454,8 @@ def spread(df: DataFrame, partitions: int, balance: str = "cost") -> tuple[DataF
     job run now, before tagging: one more scan of the input, which also gives the row count."""
     if balance == "hash":
         return df.repartition(partitions, F.xxhash64(F.col(_TEXT))), None
+    if balance != "cost":
+        raise ValueError(f"balance: got {balance!r}, need cost or hash (auto is resolved by effective_balance)")
     n_buckets, plan, rows = balance_plan(df, partitions)
     keys = partition_keys(partitions)
     # repartition(P, key) sends a row to pmod(hash(key), P): a key chosen per partition puts each

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import assert_same_entities, entity_scores
 from ner_udf import spark as glue
-from ner_udf.balance import bucket_count, partition_loads, plan_buckets
+from ner_udf.balance import bucket_count, partition_loads, plan_buckets, resolve
 from ner_udf.cli import main
 from ner_udf.config import load_config
 from texts import corpus, random_text
@@ -41,6 +41,16 @@ def test_lpt_ties_go_to_the_lowest_bucket_and_partition():
     assert bucket_count(4) == 256 and bucket_count(1000) == 16_384 and bucket_count(20_000) == 20_000
     with pytest.raises(ValueError):
         plan_buckets({9: 1}, 8, 2)
+
+
+def test_auto_is_hash_only_where_tasks_run_one_at_a_time():
+    for master in ("local", "local[1]", "local[2]", "local[*]", "local[2,3]"):  # slots after spark.task.cpus
+        assert resolve("auto", master, 1) == "hash", master
+        assert resolve("auto", master, 2) == "cost", master
+    # a cluster's slots at the start are not its slots later (dynamic allocation): always cost
+    for master in ("local-cluster[2,1,1024]", "spark://h:7077", "yarn", "k8s://https://h:6443", ""):
+        assert resolve("auto", master, 1) == "cost", master
+    assert resolve("cost", "local[1]", 1) == "cost" and resolve("hash", "yarn", 8) == "hash"  # explicit wins
 
 
 def test_task_times_keep_one_report_per_partition():
@@ -106,6 +116,9 @@ def test_rows_land_where_the_plan_puts_them(spark, corpus_file):
     spread, counted = glue.spread(df, PARTITIONS, "cost")
     assert counted == len(texts)
     assert glue.spread(df, PARTITIONS, "hash")[1] is None  # hash spreading scans nothing: no count
+    with pytest.raises(ValueError, match="auto"):
+        glue.spread(df, PARTITIONS, "auto")  # resolved before: glue.effective_balance
+    assert glue.effective_balance(spark, "auto") == "cost"  # local[2], two task slots
     assert spread.columns == df.columns  # no helper column left for the tagger to see
     rows = spread.select("doc_id", F.spark_partition_id().alias("p"),
                          F.pmod(F.xxhash64(glue._TEXT), F.lit(buckets)).alias("b"),
@@ -151,7 +164,8 @@ def test_cost_spreading_tags_the_same_entities_and_records_task_times(spark, cor
                  "--text-col", "body", *SPARK, "--set", f"spark.partitions={PARTITIONS}",
                  "--set", "report.enabled=false"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["config"]["tagging"]["balance"] == "cost"  # the default
+    assert manifest["config"]["tagging"]["balance"] == "auto"  # the default
+    assert manifest["spark"]["balance"] == "cost"  # local[2]: two task slots
     tasks = manifest["throughput"]["tasks"]
     assert tasks["count"] == len(tasks["seconds"]) == PARTITIONS, tasks  # no partition is empty: each reports
     assert tasks["max_s"] == max(tasks["seconds"])

@@ -64,8 +64,11 @@ def test_the_bench_runs_end_to_end(tmp_path, rampart_dir):
     assert skew["max_task_over_median"] >= 1 and skew["identical_entities"] is True
     assert all(run["count"] for run in skew["runs"]["cost"])
     assert r["targets"]["job_fp32/best_fp32_peer"]["value"] > 0
+    # one task slot (local[2], spark.task.cpus=2): conf/local.yaml's balance auto runs as hash
+    assert [run["balance"] for name in ("job_fp32", "job_int8") for run in r["variants"][name]] == ["hash"] * 2
     md = (out / "RESULTS.md").read_text()
     assert "NOT PUBLISHABLE" in md and "| `job_fp32` |" in md
+    assert "(one task slot; the job's `tagging.balance`: hash)" in md
 
 
 def test_the_bench_refuses_a_dirty_tree(monkeypatch, tmp_path, capsys):
