@@ -44,6 +44,9 @@ def test_the_bench_runs_end_to_end(tmp_path, rampart_dir):
         assert r["spread"][name]["runs"] == pytest.approx(
             [r["corpus"]["tokens"] / v["seconds"] for v in r["variants"][name]], rel=2e-3), name
     assert "after:" in r["hardware"]["peak_method"]["fp32"]  # measured before and after the main rounds
+    before, after = r["hardware"]["peak_gflops_runs"]["fp32"]  # both measurements kept, the better one used
+    assert r["hardware"]["peak_gflops"]["fp32"] == max(before, after) > 0
+    assert f"{before:,} before the main rounds, {after:,} after" in (out / "RESULTS.md").read_text()
     assert set(r["best_batch_size"]) == {"pipeline_row_udf_fp32", "predict_batch_udf_fp32"}
     assert all(b in (1, 8, 32) for b in r["best_batch_size"].values())
     assert set(r["calibration"]["predict_batch_udf_fp32"]["tokens_per_s"]) == {"1", "8", "32"}
