@@ -74,6 +74,7 @@ class Tagging(NamedTuple):
     entities: Any  # the entities table (``spark.entities_table``)
     documents: Any  # the documents table (``spark.documents_table``)
     rows: int | None  # rows to tag, counted by the cost balance's scan (None when the balance run is hash)
+    balance: str  # tagging.balance as run (auto resolved: spark.effective_balance)
 
 
 def tag_prepared(source, cfg: Config, acc, partitions: int, run_id: str, report_to: tuple | None = None) -> Tagging:
@@ -83,8 +84,8 @@ def tag_prepared(source, cfg: Config, acc, partitions: int, run_id: str, report_
 
     from . import spark as glue
 
-    tagged, rows = glue.tag(source, cfg, acc, partitions, report_to)
+    tagged, rows, balance = glue.tag(source, cfg, acc, partitions, report_to)
     tagged = tagged.persist(StorageLevel.MEMORY_AND_DISK)
     passthrough = cfg.input.passthrough_cols
     return Tagging(tagged, glue.entities_table(tagged, passthrough, run_id),
-                   glue.documents_table(tagged, passthrough, run_id), rows)
+                   glue.documents_table(tagged, passthrough, run_id), rows, balance)

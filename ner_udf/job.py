@@ -70,7 +70,7 @@ def run(cfg: Config, progress_every_s: float | None = 10.0, verbose: bool = Fals
         acc = spark.sparkContext.accumulator({}, CountsParam())
         partitions = cfg.spark.partitions or glue.task_slots(spark) * 4  # a few tasks per slot
         t0 = time.perf_counter()
-        tagged, entities, documents, to_tag = tag_prepared(todo, cfg, acc, partitions, run_id, monitor.address)
+        tagged, entities, documents, to_tag, balance = tag_prepared(todo, cfg, acc, partitions, run_id, monitor.address)
         # how many rows this run tags (the progress line's total): the cost balance counted them
         # while it measured the texts; without it, a plain first run's count is cheap (Parquet
         # answers it from its footers), other runs learn it after writing
@@ -124,7 +124,7 @@ def run(cfg: Config, progress_every_s: float | None = 10.0, verbose: bool = Fals
                 throughput=throughput(seconds, phases, counts, acc.value, monitor.records()),
                 spark={"version": spark.version, "master": spark.sparkContext.master,
                        "app_id": spark.sparkContext.applicationId, "partitions": partitions,
-                       "balance": glue.effective_balance(spark, cfg.tagging.balance),  # auto resolved
+                       "balance": balance,  # tagging.balance as the tagging ran it (auto resolved)
                        # the config's spark.conf keys as the session has them (spark-submit's win)
                        "conf": {k: spark.conf.get(k, None) for k in cfg.spark.conf}},
                 faults=monitor.faults(),

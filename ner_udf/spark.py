@@ -430,14 +430,15 @@ def _tag_frame(pdf: pd.DataFrame, tagger) -> pd.DataFrame:
 
 
 def tag(df: DataFrame, cfg: Config, loads_acc, partitions: int,
-        report_to: tuple | None = None) -> tuple[DataFrame, int | None]:
-    """Tag every row, spread over ``partitions`` partitions by :func:`spread`: ``(tagged, rows)``,
-    ``rows`` the number of rows to tag when the spreading counted them (else None)."""
-    rows = None
+        report_to: tuple | None = None) -> tuple[DataFrame, int | None, str]:
+    """Tag every row, spread over ``partitions`` partitions by :func:`spread`: ``(tagged, rows,
+    balance)``, ``rows`` the number of rows to tag when the spreading counted them (else None),
+    ``balance`` the spreading used (``auto`` resolved)."""
+    rows, balance = None, effective_balance(df.sparkSession, cfg.tagging.balance)
     if partitions:
-        df, rows = spread(df, partitions, effective_balance(df.sparkSession, cfg.tagging.balance))
+        df, rows = spread(df, partitions, balance)
     fn = make_tag_fn(cfg.model_dump_json(), loads_acc, os.getcwd(), report_to)
-    return df.mapInPandas(fn, tagged_schema(df)), rows
+    return df.mapInPandas(fn, tagged_schema(df)), rows, balance
 
 
 _BUCKET = "__ner_bucket"
