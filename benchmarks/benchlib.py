@@ -66,7 +66,13 @@ def _read_marker(path: Path) -> dict | None:
 def train_tokenizer(out_dir: Path = BENCH_DIR / "tokenizer") -> Path:
     """A cased multilingual WordPiece tokenizer (BertWordPieceTokenizer-like), saved with
     ``BertTokenizerFast(tokenizer_object=...)`` (transformers 5 ignores ``vocab_file=``).
-    Idempotent: kept when ``bench_tokenizer.json`` matches the spec."""
+    Idempotent: kept when ``bench_tokenizer.json`` matches the spec.
+
+    Not reproducible: the WordPiece trainer breaks ties between equally frequent merges in hash-map
+    order, seeded per process (huggingface/tokenizers#1794), and the vocabulary is full (119,547)
+    before the merges run out. Three trainings on one machine (2026-12-07) differed in 716-974
+    pieces and gave the 300-document corpus 60,630-60,637 tokens. The tokenizer is kept once
+    trained, and results.json records its sha256 (``model.tokenizer_sha256``)."""
     out_dir = Path(out_dir)
     marker = out_dir / "bench_tokenizer.json"
     if (_read_marker(marker) or {}).get("spec") == TOKENIZER_SPEC and (out_dir / "tokenizer.json").is_file():

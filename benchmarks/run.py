@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -374,7 +375,9 @@ class Bench:
         r.update(commit=self.commit, publishable=self.publishable,
                  date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                  machine=self.machine, versions=bl.versions(), corpus=self.corpus,
-                 model={"dir": _rel(self.model_dir), "spec": bl.model_spec(a.layers)},
+                 model={"dir": _rel(self.model_dir), "spec": bl.model_spec(a.layers),
+                        # the tokenizer is trained on each machine, not deterministically (benchlib)
+                        "tokenizer_sha256": _sha256(self.model_dir / "tokenizer.json")},
                  setup={"spark_master": a.master, "spark_conf": self.spark_conf, "peer_partitions": self.partitions,
                         "torch_threads": a.threads, "batch_tokens": a.budget, "aggregation": "simple",
                         "stride": self.stride, "repeats": a.repeats, "precisions": list(self.precisions),
@@ -583,11 +586,23 @@ def _fmt(v, spec=",.0f"):
     return "–" if v is None else format(v, spec)
 
 
-def job_balance(r: dict) -> str:
-    """How the job variants spread their rows (``tagging.balance`` as run), for the table's head."""
+def spark_setup(r: dict) -> str:
+    """The Spark setup every variant ran on, as recorded in ``setup``, with the job's task slots (a
+    local master's threads over ``spark.task.cpus``) and its ``tagging.balance`` as run (auto
+    resolved, from the manifests), for the table's head."""
+    s = r["setup"]
+    master, cpus = s["spark_master"], int(s["spark_conf"].get("spark.task.cpus", 1))
+    about = []
+    local = re.fullmatch(r"local(?:\[(\d+|\*)\])?", master)
+    if local:
+        threads = local.group(1) or "1"
+        slots = (r["machine"]["cores"] if threads == "*" else int(threads)) // cpus
+        about.append(f"{slots} task slot{'' if slots == 1 else 's'}")
     found = {d.get("balance") for name, runs in r.get("variants", {}).items() if name.startswith("job_")
              for d in runs if d.get("balance")}
-    return f" (one task slot; the job's `tagging.balance`: {', '.join(sorted(found))})" if found else ""
+    if found:
+        about.append(f"the job's `tagging.balance`: {', '.join(sorted(found))}")
+    return f"`{master}` with `spark.task.cpus={cpus}`" + (f" ({'; '.join(about)})" if about else "")
 
 
 def performance_table(r: dict) -> str:
@@ -596,7 +611,7 @@ def performance_table(r: dict) -> str:
     base = tps.get("job_fp32")
     lines = [
         f"Measured by `make bench` at commit `{r['commit'][:12]}` on {r['date'][:10]}: {m['cpu']}, "
-        f"{m['cores']} cores, `local[2]` with `spark.task.cpus=2`{job_balance(r)}; {c['docs']} UDHR documents, {c['tokens']:,} tokens; "
+        f"{m['cores']} cores, {spark_setup(r)}; {c['docs']} UDHR documents, {c['tokens']:,} tokens; "
         f"median of {r['setup']['repeats']} interleaved runs (spread = (max - min) / median).",
         "",
         "| variant | tokens/s | spread | vs job fp32 |",
@@ -660,6 +675,12 @@ def render_markdown(r: dict) -> str:
             lines.append(f"| {name} | " + " | ".join(_fmt(c['tokens_per_s'].get(str(b))) for b in BATCH_SIZES)
                          + f" | {c['best_batch_size']} |")
         lines.append(f"\nOn the first {next(iter(cal.values()))['docs']} documents, in one warm Spark session per peer.")
+    tok = (r.get("model") or {}).get("tokenizer_sha256")
+    if tok:
+        lines += ["", f"The benchmark model's tokenizer (tokenizer.json sha256 `{tok[:16]}`) is trained on the machine "
+                  "that runs the bench, and the WordPiece trainer is not deterministic (huggingface/tokenizers#1794: "
+                  "ties broken in hash-map order), so the corpus's token count can differ by a few tokens between "
+                  "machines: token counts compare only between runs with the same tokenizer."]
     return "\n".join(lines) + "\n"
 
 
@@ -678,6 +699,13 @@ def _rel(path) -> str:
         return str(Path(path).resolve().relative_to(ROOT))
     except ValueError:
         return str(path)
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

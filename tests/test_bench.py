@@ -71,7 +71,27 @@ def test_the_bench_runs_end_to_end(tmp_path, rampart_dir):
     assert [run["balance"] for name in ("job_fp32", "job_int8") for run in r["variants"][name]] == ["hash"] * 2
     md = (out / "RESULTS.md").read_text()
     assert "NOT PUBLISHABLE" in md and "| `job_fp32` |" in md
-    assert "(one task slot; the job's `tagging.balance`: hash)" in md
+    assert "`local[2]` with `spark.task.cpus=2` (1 task slot; the job's `tagging.balance`: hash)" in md
+    # the tokenizer is trained here, not deterministically: its fingerprint is recorded and explained
+    assert len(r["model"]["tokenizer_sha256"]) == 64 and r["model"]["tokenizer_sha256"][:16] in md
+    assert "huggingface/tokenizers#1794" in md
+
+
+def test_the_bench_head_says_the_spark_setup_it_ran():
+    from benchmarks.run import spark_setup
+
+    def head(master: str, task_cpus: str, cores: int = 4, balances=("hash",)) -> str:
+        return spark_setup({"setup": {"spark_master": master, "spark_conf": {"spark.task.cpus": task_cpus}},
+                            "machine": {"cores": cores},
+                            "variants": {"job_fp32": [{"balance": b} for b in balances], "roofline_fp32": [{}]}})
+
+    assert head("local[2]", "2") == "`local[2]` with `spark.task.cpus=2` (1 task slot; the job's `tagging.balance`: hash)"
+    assert head("local[*]", "1", cores=4, balances=("cost",)) == (
+        "`local[*]` with `spark.task.cpus=1` (4 task slots; the job's `tagging.balance`: cost)")
+    assert head("local", "1", balances=()) == "`local` with `spark.task.cpus=1` (1 task slot)"
+    # a cluster's slots are not known from its master: only the balance the job ran
+    assert head("spark://host:7077", "2", balances=("cost", "cost")) == (
+        "`spark://host:7077` with `spark.task.cpus=2` (the job's `tagging.balance`: cost)")
 
 
 def test_the_bench_refuses_a_dirty_tree(monkeypatch, tmp_path, capsys):
