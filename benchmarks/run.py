@@ -273,7 +273,8 @@ class Bench:
             seconds = out["wall_s"]
             detail = {"tokens_counted_by_job": m["counts"]["tokens"], "entities": m["counts"]["entities"]["total"],
                       "job_seconds": m["throughput"]["seconds"], "model_loads": m.get("model_loads"),
-                      "tasks": m["throughput"].get("tasks"), "balance": m["spark"].get("balance"),
+                      "tasks": m["throughput"].get("tasks"), "task_slots": m["spark"].get("task_slots"),
+                      "balance": m["spark"].get("balance"),
                       "log": out["log"]}
             if m["counts"]["tokens"] != self.tokens:
                 log(f"WARNING {name}: the job counted {m['counts']['tokens']} tokens, the benchmark {self.tokens}")
@@ -587,22 +588,19 @@ def _fmt(v, spec=",.0f"):
 
 
 def spark_setup(r: dict) -> str:
-    """The Spark setup every variant ran on, as recorded in ``setup``, with the job's task slots (a
-    local master's threads over ``spark.task.cpus``) and its ``tagging.balance`` as run (auto
-    resolved, from the manifests), for the table's head."""
+    """The Spark setup every variant ran on, as recorded in ``setup``, with the job's task slots and
+    ``tagging.balance`` as its manifests record them (``spark.task_slots``, ``spark.balance``: auto
+    resolved), for the table's head."""
     s = r["setup"]
-    master, cpus = s["spark_master"], int(s["spark_conf"].get("spark.task.cpus", 1))
-    about = []
-    local = re.fullmatch(r"local(?:\[(\d+|\*)\])?", master)
-    if local:
-        threads = local.group(1) or "1"
-        slots = (r["machine"]["cores"] if threads == "*" else int(threads)) // cpus
-        about.append(f"{slots} task slot{'' if slots == 1 else 's'}")
-    found = {d.get("balance") for name, runs in r.get("variants", {}).items() if name.startswith("job_")
-             for d in runs if d.get("balance")}
-    if found:
-        about.append(f"the job's `tagging.balance`: {', '.join(sorted(found))}")
-    return f"`{master}` with `spark.task.cpus={cpus}`" + (f" ({'; '.join(about)})" if about else "")
+    about, jobs = [], [d for name, runs in r.get("variants", {}).items() if name.startswith("job_") for d in runs]
+    slots = sorted({d["task_slots"] for d in jobs if d.get("task_slots")})
+    if slots:
+        about.append(f"{'/'.join(map(str, slots))} task slot{'' if slots == [1] else 's'}")
+    balances = sorted({d["balance"] for d in jobs if d.get("balance")})
+    if balances:
+        about.append(f"the job's `tagging.balance`: {', '.join(balances)}")
+    return (f"`{s['spark_master']}` with `spark.task.cpus={s['spark_conf'].get('spark.task.cpus', '1')}`"
+            + (f" ({'; '.join(about)})" if about else ""))
 
 
 def performance_table(r: dict) -> str:

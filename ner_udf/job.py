@@ -68,7 +68,8 @@ def run(cfg: Config, progress_every_s: float | None = 10.0, verbose: bool = Fals
 
         # tag
         acc = spark.sparkContext.accumulator({}, CountsParam())
-        partitions = cfg.spark.partitions or glue.task_slots(spark) * 4  # a few tasks per slot
+        slots = glue.task_slots(spark)  # as the session has them now (a cluster's can change later)
+        partitions = cfg.spark.partitions or slots * 4  # a few tasks per slot
         t0 = time.perf_counter()
         tagged, entities, documents, to_tag, balance = tag_prepared(todo, cfg, acc, partitions, run_id, monitor.address)
         # how many rows this run tags (the progress line's total): the cost balance counted them
@@ -123,7 +124,7 @@ def run(cfg: Config, progress_every_s: float | None = 10.0, verbose: bool = Fals
                 **worker_sections(acc.value, monitor.records()),
                 throughput=throughput(seconds, phases, counts, acc.value, monitor.records()),
                 spark={"version": spark.version, "master": spark.sparkContext.master,
-                       "app_id": spark.sparkContext.applicationId, "partitions": partitions,
+                       "app_id": spark.sparkContext.applicationId, "task_slots": slots, "partitions": partitions,
                        "balance": balance,  # tagging.balance as the tagging ran it (auto resolved)
                        # the config's spark.conf keys as the session has them (spark-submit's win)
                        "conf": {k: spark.conf.get(k, None) for k in cfg.spark.conf}},

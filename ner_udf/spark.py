@@ -434,9 +434,8 @@ def tag(df: DataFrame, cfg: Config, loads_acc, partitions: int,
     """Tag every row, spread over ``partitions`` partitions by :func:`spread`: ``(tagged, rows,
     balance)``, ``rows`` the number of rows to tag when the spreading counted them (else None),
     ``balance`` the spreading used (``auto`` resolved)."""
-    rows, balance = None, effective_balance(df.sparkSession, cfg.tagging.balance)
-    if partitions:
-        df, rows = spread(df, partitions, balance)
+    balance = effective_balance(df.sparkSession, cfg.tagging.balance)
+    df, rows = spread(df, partitions, balance)
     fn = make_tag_fn(cfg.model_dump_json(), loads_acc, os.getcwd(), report_to)
     return df.mapInPandas(fn, tagged_schema(df)), rows, balance
 

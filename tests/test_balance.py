@@ -165,7 +165,7 @@ def test_cost_spreading_tags_the_same_entities_and_records_task_times(spark, cor
                  "--set", "report.enabled=false"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["tagging"]["balance"] == "auto"  # the default
-    assert manifest["spark"]["balance"] == "cost"  # local[2]: two task slots
+    assert manifest["spark"]["task_slots"] == 2 and manifest["spark"]["balance"] == "cost"  # local[2]
     tasks = manifest["throughput"]["tasks"]
     assert tasks["count"] == len(tasks["seconds"]) == PARTITIONS, tasks  # no partition is empty: each reports
     assert tasks["max_s"] == max(tasks["seconds"])

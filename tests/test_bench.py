@@ -80,18 +80,20 @@ def test_the_bench_runs_end_to_end(tmp_path, rampart_dir):
 def test_the_bench_head_says_the_spark_setup_it_ran():
     from benchmarks.run import spark_setup
 
-    def head(master: str, task_cpus: str, cores: int = 4, balances=("hash",)) -> str:
+    def head(master: str, task_cpus: str, runs=((1, "hash"),)) -> str:
         return spark_setup({"setup": {"spark_master": master, "spark_conf": {"spark.task.cpus": task_cpus}},
-                            "machine": {"cores": cores},
-                            "variants": {"job_fp32": [{"balance": b} for b in balances], "roofline_fp32": [{}]}})
+                            "variants": {"job_fp32": [{"task_slots": n, "balance": b} for n, b in runs],
+                                         "roofline_fp32": [{}]}})
 
+    # the slots and the balance are the manifests' (spark.task_slots, spark.balance), not the master's
     assert head("local[2]", "2") == "`local[2]` with `spark.task.cpus=2` (1 task slot; the job's `tagging.balance`: hash)"
-    assert head("local[*]", "1", cores=4, balances=("cost",)) == (
+    assert head("local[*]", "1", runs=((4, "cost"), (4, "cost"))) == (
         "`local[*]` with `spark.task.cpus=1` (4 task slots; the job's `tagging.balance`: cost)")
-    assert head("local", "1", balances=()) == "`local` with `spark.task.cpus=1` (1 task slot)"
-    # a cluster's slots are not known from its master: only the balance the job ran
-    assert head("spark://host:7077", "2", balances=("cost", "cost")) == (
-        "`spark://host:7077` with `spark.task.cpus=2` (the job's `tagging.balance`: cost)")
+    # a cluster whose executors came and went between runs says so
+    assert head("spark://host:7077", "2", runs=((3, "cost"), (4, "cost"))) == (
+        "`spark://host:7077` with `spark.task.cpus=2` (3/4 task slots; the job's `tagging.balance`: cost)")
+    # results from before manifests recorded task slots: only what is known
+    assert head("local", "1", runs=((None, None),)) == "`local` with `spark.task.cpus=1`"
 
 
 def test_the_bench_refuses_a_dirty_tree(monkeypatch, tmp_path, capsys):

@@ -102,6 +102,7 @@ def documents(out: Path) -> list[dict]:
 def test_a_clean_run_loads_the_model_once_per_executor(runs):
     out, manifest, _ = runs["none"]
     assert manifest["spark"]["master"] == "local-cluster[2,1,2048]" and manifest["spark"]["partitions"] == PARTITIONS
+    assert manifest["spark"]["task_slots"] == 2  # two executors of one core, spark.task.cpus 1
     loads, tasks = manifest["model_loads"], manifest["tasks_per_worker"]
     print(f"model loads per executor: {loads}; tasks per Python worker: {tasks}")  # shown with pytest -s / -rP
     assert len(loads) == 2 and set(loads.values()) == {1}, loads  # two executors, exactly one load each
