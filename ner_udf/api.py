@@ -61,9 +61,8 @@ def tag_entities(df, *, id_col: str, text_col: str, config: str | Path | Mapping
     check_model(cfg, glue.model_roots())
     glue.ship_package(spark)
     source = glue.prepare(df, cfg)
-    partitions = cfg.spark.partitions or glue.task_slots(spark) * 4
     acc = spark.sparkContext.accumulator({}, CountsParam())  # the workers' counters: read by no one here
-    tagging = tag_prepared(source, cfg, acc, partitions, new_run_id())
+    tagging = tag_prepared(source, cfg, acc, glue.plan_layout(spark, cfg), new_run_id())
     return tagging.entities, tagging.documents
 
 
@@ -74,18 +73,18 @@ class Tagging(NamedTuple):
     entities: Any  # the entities table (``spark.entities_table``)
     documents: Any  # the documents table (``spark.documents_table``)
     rows: int | None  # rows to tag, counted by the cost balance's scan (None when the balance run is hash)
-    balance: str  # tagging.balance as run (auto resolved: spark.effective_balance)
 
 
-def tag_prepared(source, cfg: Config, acc, partitions: int, run_id: str, report_to: tuple | None = None) -> Tagging:
-    """The tagging under :func:`tag_entities` and the job, for a prepared frame (``spark.prepare``);
-    the workers report to ``acc`` and, if given, to ``report_to``."""
+def tag_prepared(source, cfg: Config, acc, layout, run_id: str, report_to: tuple | None = None) -> Tagging:
+    """The tagging under :func:`tag_entities` and the job, for a prepared frame (``spark.prepare``),
+    spread as ``layout`` (``spark.plan_layout``) says; the workers report to ``acc`` and, if given,
+    to ``report_to``."""
     from pyspark import StorageLevel
 
     from . import spark as glue
 
-    tagged, rows, balance = glue.tag(source, cfg, acc, partitions, report_to)
+    tagged, rows = glue.tag(source, cfg, acc, layout, report_to)
     tagged = tagged.persist(StorageLevel.MEMORY_AND_DISK)
     passthrough = cfg.input.passthrough_cols
     return Tagging(tagged, glue.entities_table(tagged, passthrough, run_id),
-                   glue.documents_table(tagged, passthrough, run_id), rows, balance)
+                   glue.documents_table(tagged, passthrough, run_id), rows)

@@ -68,10 +68,9 @@ def run(cfg: Config, progress_every_s: float | None = 10.0, verbose: bool = Fals
 
         # tag
         acc = spark.sparkContext.accumulator({}, CountsParam())
-        slots = glue.task_slots(spark)  # as the session has them now (a cluster's can change later)
-        partitions = cfg.spark.partitions or slots * 4  # a few tasks per slot
+        layout = glue.plan_layout(spark, cfg)  # the task slots as the session has them now, read once
         t0 = time.perf_counter()
-        tagged, entities, documents, to_tag, balance = tag_prepared(todo, cfg, acc, partitions, run_id, monitor.address)
+        tagged, entities, documents, to_tag = tag_prepared(todo, cfg, acc, layout, run_id, monitor.address)
         # how many rows this run tags (the progress line's total): the cost balance counted them
         # while it measured the texts; without it, a plain first run's count is cheap (Parquet
         # answers it from its footers), other runs learn it after writing
@@ -124,8 +123,9 @@ def run(cfg: Config, progress_every_s: float | None = 10.0, verbose: bool = Fals
                 **worker_sections(acc.value, monitor.records()),
                 throughput=throughput(seconds, phases, counts, acc.value, monitor.records()),
                 spark={"version": spark.version, "master": spark.sparkContext.master,
-                       "app_id": spark.sparkContext.applicationId, "task_slots": slots, "partitions": partitions,
-                       "balance": balance,  # tagging.balance as the tagging ran it (auto resolved)
+                       "app_id": spark.sparkContext.applicationId, "task_slots": layout.task_slots,
+                       "partitions": layout.partitions,
+                       "balance": layout.balance,  # tagging.balance as the tagging ran it (auto resolved)
                        # the config's spark.conf keys as the session has them (spark-submit's win)
                        "conf": {k: spark.conf.get(k, None) for k in cfg.spark.conf}},
                 faults=monitor.faults(),
@@ -198,18 +198,19 @@ def plan(spark, cfg: Config, model_info: dict, source, run_id: str, started_at: 
     state = store.inspect()
     read = source.count()
     to_tag = read
+    layout = glue.plan_layout(spark, cfg)
     if cfg.output.mode == "incremental" and (previous := store.previous_manifest()) is not None:
         check_identity(previous, model_identity(model_info, cfg), cfg.output.path)
         prev_docs, prev_ents = (glue.read_table(spark, store.table(t)) for t in ("documents", "entities"))
         to_tag = glue.plan_incremental(source, prev_docs, prev_ents)[0].count()
     return {
         "input": {"path": cfg.input.path, "rows": read, "to_tag": to_tag, "where": cfg.input.where},
-        "partitions": cfg.spark.partitions or glue.task_slots(spark) * 4,
-        "spark": {"master": spark.sparkContext.master, "task_slots": glue.task_slots(spark)},
+        "partitions": layout.partitions,
+        "spark": {"master": spark.sparkContext.master, "task_slots": layout.task_slots},
         "model": {**{k: model_info.get(k) for k in ("name", "path", "resolved_revision")},
                   "entity_labels": entity_labels(model_info["labels"], cfg.tagging.aggregation)},
         "tagging": {"aggregation": cfg.tagging.aggregation,
-                    "balance": glue.effective_balance(spark, cfg.tagging.balance),  # auto resolved
+                    "balance": layout.balance,  # auto resolved
                     "precision": cfg.model.precision, "device": cfg.model.device, "backend": cfg.model.backend},
         "output": {"path": cfg.output.path, "mode": cfg.output.mode, "partition_by": list(cfg.output.partition_by),
                    **state},

@@ -23,7 +23,7 @@ class RunMonitor:
     """Use as a context manager around a run's Spark work::
 
         with RunMonitor(spark, run_id, progress_every_s=10) as monitor:
-            ... api.tag_prepared(df, cfg, acc, partitions, run_id, monitor.address) ...
+            ... api.tag_prepared(df, cfg, acc, layout, run_id, monitor.address) ...
             monitor.phase("committing")
             faults = monitor.faults()
     """

@@ -16,7 +16,7 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import pandas as pd
 from pyspark import TaskContext
@@ -150,14 +150,26 @@ def quiet() -> None:
 
 
 def task_slots(spark: SparkSession) -> int:
+    """Tasks the session runs at once: Spark's default parallelism over ``spark.task.cpus``."""
     return max(1, spark.sparkContext.defaultParallelism // int(spark.conf.get("spark.task.cpus", "1")))
 
 
-def effective_balance(spark: SparkSession, balance: str) -> str:
-    """``tagging.balance`` as this session runs it (``auto`` resolved: :func:`ner_udf.balance.resolve`)."""
+class Layout(NamedTuple):
+    """How a run spreads its tagging over the session (:func:`plan_layout`)."""
+
+    task_slots: int  # :func:`task_slots` as the session had them when the run planned
+    partitions: int  # spark.partitions, or a few tasks per slot (4 x task_slots)
+    balance: str     # tagging.balance as this session runs it (auto resolved: ner_udf.balance.resolve)
+
+
+def plan_layout(spark: SparkSession, cfg: Config) -> Layout:
+    """The partitions and the balance for ``cfg`` on this session, from one reading of its task
+    slots: a cluster's can change while executors register, and both must see the same number."""
     from .balance import resolve
 
-    return resolve(balance, spark.sparkContext.master, task_slots(spark))
+    slots = task_slots(spark)
+    return Layout(slots, cfg.spark.partitions or slots * 4,
+                  resolve(cfg.tagging.balance, spark.sparkContext.master, slots))
 
 
 def read_input(spark: SparkSession, cfg: Config) -> DataFrame:
@@ -429,15 +441,13 @@ def _tag_frame(pdf: pd.DataFrame, tagger) -> pd.DataFrame:
     return out
 
 
-def tag(df: DataFrame, cfg: Config, loads_acc, partitions: int,
-        report_to: tuple | None = None) -> tuple[DataFrame, int | None, str]:
-    """Tag every row, spread over ``partitions`` partitions by :func:`spread`: ``(tagged, rows,
-    balance)``, ``rows`` the number of rows to tag when the spreading counted them (else None),
-    ``balance`` the spreading used (``auto`` resolved)."""
-    balance = effective_balance(df.sparkSession, cfg.tagging.balance)
-    df, rows = spread(df, partitions, balance)
+def tag(df: DataFrame, cfg: Config, loads_acc, layout: Layout,
+        report_to: tuple | None = None) -> tuple[DataFrame, int | None]:
+    """Tag every row, spread over the layout's partitions by :func:`spread` with its balance:
+    ``(tagged, rows)``, ``rows`` the number of rows to tag when the spreading counted them (else None)."""
+    df, rows = spread(df, layout.partitions, layout.balance)
     fn = make_tag_fn(cfg.model_dump_json(), loads_acc, os.getcwd(), report_to)
-    return df.mapInPandas(fn, tagged_schema(df)), rows, balance
+    return df.mapInPandas(fn, tagged_schema(df)), rows
 
 
 _BUCKET = "__ner_bucket"
@@ -455,7 +465,7 @@ def spread(df: DataFrame, partitions: int, balance: str = "cost") -> tuple[DataF
     if balance == "hash":
         return df.repartition(partitions, F.xxhash64(F.col(_TEXT))), None
     if balance != "cost":
-        raise ValueError(f"balance: got {balance!r}, need cost or hash (auto is resolved by effective_balance)")
+        raise ValueError(f"balance: got {balance!r}, need cost or hash (auto is resolved by plan_layout)")
     n_buckets, plan, rows = balance_plan(df, partitions)
     keys = partition_keys(partitions)
     # repartition(P, key) sends a row to pmod(hash(key), P): a key chosen per partition puts each
