@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
@@ -62,7 +63,10 @@ def tag_entities(df, *, id_col: str, text_col: str, config: str | Path | Mapping
     glue.ship_package(spark)
     source = glue.prepare(df, cfg)
     acc = spark.sparkContext.accumulator({}, CountsParam())  # the workers' counters: read by no one here
-    tagging = tag_prepared(source, cfg, acc, glue.plan_layout(spark, cfg), new_run_id())
+    layout = glue.plan_layout(spark, cfg)
+    if layout.warning:
+        warnings.warn(f"tag_entities: {layout.warning}", stacklevel=2)
+    tagging = tag_prepared(source, cfg, acc, layout, new_run_id())
     return tagging.entities, tagging.documents
 
 

@@ -24,8 +24,14 @@ def resolve(balance: str, master: str, slots: int) -> str:
     allocation), so its slot count at the start is never taken as fixed: ``cost``."""
     if balance != "auto":
         return balance
-    local = re.fullmatch(r"local(\[[^\]]*\])?", master or "") is not None  # not local-cluster[...]
-    return "hash" if local and slots == 1 else "cost"
+    return "hash" if local_master(master) and slots == 1 else "cost"
+
+
+def local_master(master: str | None) -> bool:
+    """Whether Spark master ``master`` runs the tasks as threads of the driver (``local``,
+    ``local[N]``, ``local[*]``, ``local[N,F]``; not ``local-cluster[...]``, which has executors),
+    as Spark's ``Utils.isLocalMaster``: there dynamic allocation is never in effect."""
+    return re.fullmatch(r"local(\[[^\]]*\])?", master or "") is not None
 
 
 def bucket_count(partitions: int) -> int:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import time
 
 from pyspark.sql import functions as F
@@ -68,7 +69,7 @@ def run(cfg: Config, progress_every_s: float | None = 10.0, verbose: bool = Fals
 
         # tag
         acc = spark.sparkContext.accumulator({}, CountsParam())
-        layout = glue.plan_layout(spark, cfg)  # the task slots as the session has them now, read once
+        layout = planned_layout(spark, cfg)  # the task slots as the session has them now, read once
         t0 = time.perf_counter()
         tagged, entities, documents, to_tag = tag_prepared(todo, cfg, acc, layout, run_id, monitor.address)
         # how many rows this run tags (the progress line's total): the cost balance counted them
@@ -126,6 +127,7 @@ def run(cfg: Config, progress_every_s: float | None = 10.0, verbose: bool = Fals
                        "app_id": spark.sparkContext.applicationId, "task_slots": layout.task_slots,
                        "partitions": layout.partitions,
                        "balance": layout.balance,  # tagging.balance as the tagging ran it (auto resolved)
+                       "warning": layout.warning,  # why the default partitions may be too few, or None
                        # the config's spark.conf keys as the session has them (spark-submit's win)
                        "conf": {k: spark.conf.get(k, None) for k in cfg.spark.conf}},
                 faults=monitor.faults(),
@@ -147,8 +149,6 @@ def run(cfg: Config, progress_every_s: float | None = 10.0, verbose: bool = Fals
 def write_report(spark, store, cfg: Config, manifest: dict) -> str | None:
     """``OUTPUT/_report/`` for the committed output (:mod:`ner_udf.report`); its index page, or None
     (with a warning on stderr) when it could not be written."""
-    import sys
-
     from . import report
     from .store import run_history
 
@@ -198,7 +198,7 @@ def plan(spark, cfg: Config, model_info: dict, source, run_id: str, started_at: 
     state = store.inspect()
     read = source.count()
     to_tag = read
-    layout = glue.plan_layout(spark, cfg)
+    layout = planned_layout(spark, cfg)
     if cfg.output.mode == "incremental" and (previous := store.previous_manifest()) is not None:
         check_identity(previous, model_identity(model_info, cfg), cfg.output.path)
         prev_docs, prev_ents = (glue.read_table(spark, store.table(t)) for t in ("documents", "entities"))
@@ -206,7 +206,7 @@ def plan(spark, cfg: Config, model_info: dict, source, run_id: str, started_at: 
     return {
         "input": {"path": cfg.input.path, "rows": read, "to_tag": to_tag, "where": cfg.input.where},
         "partitions": layout.partitions,
-        "spark": {"master": spark.sparkContext.master, "task_slots": layout.task_slots},
+        "spark": {"master": spark.sparkContext.master, "task_slots": layout.task_slots, "warning": layout.warning},
         "model": {**{k: model_info.get(k) for k in ("name", "path", "resolved_revision")},
                   "entity_labels": entity_labels(model_info["labels"], cfg.tagging.aggregation)},
         "tagging": {"aggregation": cfg.tagging.aggregation,
@@ -215,6 +215,14 @@ def plan(spark, cfg: Config, model_info: dict, source, run_id: str, started_at: 
         "output": {"path": cfg.output.path, "mode": cfg.output.mode, "partition_by": list(cfg.output.partition_by),
                    **state},
     }
+
+
+def planned_layout(spark, cfg: Config) -> glue.Layout:
+    """:func:`spark.plan_layout`, its warning (if any) on stderr."""
+    layout = glue.plan_layout(spark, cfg)
+    if layout.warning:
+        print(f"ner-tag: warning: {layout.warning}", file=sys.stderr, flush=True)
+    return layout
 
 
 def check_identity(previous: dict, identity: dict, path: str) -> None:

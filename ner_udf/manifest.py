@@ -244,7 +244,8 @@ class Manifest:
     workers: dict        # Python worker (host/pid) -> python, model_path, device
     throughput: dict     # seconds, model_load_s, tagging_s, writing_s, documents_per_s, tokens_per_s, phases (throughput())
     spark: dict          # version, master, app_id, task_slots (as planned), partitions, balance (tagging.balance
-                         # as run: auto resolved), conf (the config's spark.conf keys, as in effect)
+                         # as run: auto resolved), warning (spark.Layout's, or None), conf (the config's
+                         # spark.conf keys, as in effect)
     faults: dict         # failed/killed task attempts (first reasons), stages retried, executors lost (RunMonitor)
     output: dict         # path, mode, tables
 

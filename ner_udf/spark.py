@@ -16,7 +16,7 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Iterator, Mapping, NamedTuple
 
 import pandas as pd
 from pyspark import TaskContext
@@ -157,19 +157,50 @@ def task_slots(spark: SparkSession) -> int:
 class Layout(NamedTuple):
     """How a run spreads its tagging over the session (:func:`plan_layout`)."""
 
-    task_slots: int  # :func:`task_slots` as the session had them when the run planned
+    task_slots: int  # the task slots the tagging is planned for (:func:`planned_slots`)
     partitions: int  # spark.partitions, or a few tasks per slot (4 x task_slots)
     balance: str     # tagging.balance as this session runs it (auto resolved: ner_udf.balance.resolve)
+    warning: str | None = None  # why the default partitions may be too few for this session
+
+
+def planned_slots(registered: int, master: str, conf: Mapping[str, str]) -> tuple[int, str | None]:
+    """``(task slots to plan the default partitions for, warning)``, given the slots registered now
+    (:func:`task_slots`), the Spark master and the session's Spark conf. Without dynamic allocation
+    (or on a local master, where Spark ignores it): the registered slots. Under dynamic allocation
+    (``spark.dynamicAllocation.enabled``) executors come when tasks wait for them, and the ones
+    registered at the start (none, with no initial executors: Spark then reports 2 cores) say
+    nothing of the cluster: plan for ``maxExecutors`` x ``spark.executor.cores`` (default 1) /
+    ``spark.task.cpus`` slots, at least one per executor and at least the registered ones. With
+    no ``maxExecutors`` nothing bounds the cluster: the registered slots, and a warning."""
+    from .balance import local_master
+
+    if local_master(master) or conf.get("spark.dynamicAllocation.enabled", "false").strip().lower() != "true":
+        return registered, None
+    most = conf.get("spark.dynamicAllocation.maxExecutors", "").strip()
+    if not most or int(most) >= 2**31 - 1:  # Spark's default is Int.MaxValue: no bound
+        return registered, (f"dynamic allocation without spark.dynamicAllocation.maxExecutors: the default "
+                            f"partitions are planned for the {registered} task slot(s) registered now "
+                            f"({4 * registered} partitions), however many executors could come; set "
+                            "spark.dynamicAllocation.maxExecutors or spark.partitions (README: Partitions "
+                            "and dynamic allocation)")
+    per_executor = max(1, int(conf.get("spark.executor.cores", "1")) // int(conf.get("spark.task.cpus", "1")))
+    return max(registered, int(most) * per_executor), None
 
 
 def plan_layout(spark: SparkSession, cfg: Config) -> Layout:
     """The partitions and the balance for ``cfg`` on this session, from one reading of its task
-    slots: a cluster's can change while executors register, and both must see the same number."""
+    slots: a cluster's can change while executors register, and both must see the same number.
+    ``spark.partitions`` set: as given, with the registered slots; else 4 x :func:`planned_slots`."""
     from .balance import resolve
 
-    slots = task_slots(spark)
+    slots, warning = task_slots(spark), None
+    if cfg.spark.partitions is None:
+        keys = ("spark.dynamicAllocation.enabled", "spark.dynamicAllocation.maxExecutors",
+                "spark.executor.cores", "spark.task.cpus")
+        conf = {k: v for k in keys if (v := spark.conf.get(k, None)) is not None}
+        slots, warning = planned_slots(slots, spark.sparkContext.master, conf)
     return Layout(slots, cfg.spark.partitions or slots * 4,
-                  resolve(cfg.tagging.balance, spark.sparkContext.master, slots))
+                  resolve(cfg.tagging.balance, spark.sparkContext.master, slots), warning)
 
 
 def read_input(spark: SparkSession, cfg: Config) -> DataFrame:

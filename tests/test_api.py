@@ -81,3 +81,14 @@ def test_mistakes_are_user_errors_at_once(spark, tiny_model_dir, corpus_file, kw
     with pytest.raises(UserError) as err:
         tag_entities(df, config={"model": {"name": str(tiny_model_dir)}}, **kwargs)
     assert needle in str(err.value)
+
+
+def test_a_planning_warning_reaches_the_caller(spark, tiny_model_dir, corpus_file, monkeypatch):
+    """What the job prints on stderr (spark.plan_layout's warning: dynamic allocation with no
+    maxExecutors, which a local session cannot have) comes to a tag_entities caller as a warning."""
+    import ner_udf.spark as glue
+
+    monkeypatch.setattr(glue, "planned_slots", lambda registered, master, conf: (registered, "too few partitions"))
+    df = spark.read.parquet(str(corpus_file)).limit(5)
+    with pytest.warns(UserWarning, match="^tag_entities: too few partitions$"):
+        tag_entities(df, id_col="id", text_col="body", config={"model": {"name": str(tiny_model_dir)}})

@@ -119,7 +119,7 @@ def test_rows_land_where_the_plan_puts_them(spark, corpus_file):
     with pytest.raises(ValueError, match="auto"):
         glue.spread(df, PARTITIONS, "auto")  # resolved before: glue.plan_layout
     cfg = load_config(overrides={"tagging.balance": "auto"})
-    assert glue.plan_layout(spark, cfg) == (2, 8, "cost")  # local[2]: two task slots, 4 tasks each
+    assert glue.plan_layout(spark, cfg) == (2, 8, "cost", None)  # local[2]: two task slots, 4 tasks each
     assert spread.columns == df.columns  # no helper column left for the tagger to see
     rows = spread.select("doc_id", F.spark_partition_id().alias("p"),
                          F.pmod(F.xxhash64(glue._TEXT), F.lit(buckets)).alias("b"),
