@@ -154,11 +154,14 @@ def task_slots(spark: SparkSession) -> int:
     return max(1, spark.sparkContext.defaultParallelism // int(spark.conf.get("spark.task.cpus", "1")))
 
 
+TASKS_PER_SLOT = 4  # spark.partitions: null plans this many partitions per task slot
+
+
 class Layout(NamedTuple):
     """How a run spreads its tagging over the session (:func:`plan_layout`)."""
 
     task_slots: int  # the task slots the tagging is planned for (:func:`planned_slots`)
-    partitions: int  # spark.partitions, or a few tasks per slot (4 x task_slots)
+    partitions: int  # spark.partitions, or a few tasks per slot (TASKS_PER_SLOT x task_slots)
     balance: str     # tagging.balance as this session runs it (auto resolved: ner_udf.balance.resolve)
     warning: str | None = None  # why the default partitions may be too few for this session
 
@@ -180,7 +183,7 @@ def planned_slots(registered: int, master: str, conf: Mapping[str, str]) -> tupl
     if not most or int(most) >= 2**31 - 1:  # Spark's default is Int.MaxValue: no bound
         return registered, (f"dynamic allocation without spark.dynamicAllocation.maxExecutors: the default "
                             f"partitions are planned for the {registered} task slot(s) registered now "
-                            f"({4 * registered} partitions), however many executors could come; set "
+                            f"({TASKS_PER_SLOT * registered} partitions), however many executors could come; set "
                             "spark.dynamicAllocation.maxExecutors or spark.partitions (README: Partitions "
                             "and dynamic allocation)")
     per_executor = max(1, int(conf.get("spark.executor.cores", "1")) // int(conf.get("spark.task.cpus", "1")))
@@ -199,7 +202,7 @@ def plan_layout(spark: SparkSession, cfg: Config) -> Layout:
                 "spark.executor.cores", "spark.task.cpus")
         conf = {k: v for k in keys if (v := spark.conf.get(k, None)) is not None}
         slots, warning = planned_slots(slots, spark.sparkContext.master, conf)
-    return Layout(slots, cfg.spark.partitions or slots * 4,
+    return Layout(slots, cfg.spark.partitions or slots * TASKS_PER_SLOT,
                   resolve(cfg.tagging.balance, spark.sparkContext.master, slots), warning)
 
 
