@@ -3,26 +3,17 @@ local-cluster[2,1,2048], two executor JVMs, is shown by test_faults.py's clean r
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT
+from submit import submit
 from texts import corpus
 from tiny_model import broken_model
 
 pytestmark = pytest.mark.slow
-
-
-def spark_submit() -> str:
-    exe = Path(sys.executable).parent / "spark-submit"
-    return str(exe) if exe.exists() else shutil.which("spark-submit")
 
 
 @pytest.mark.parametrize("case", ["model cannot load", "missing column", "session cannot start"])
@@ -42,13 +33,8 @@ def test_spark_submit_output_ends_with_the_one_line(tiny_model_dir, tmp_path, ca
     elif case == "session cannot start":  # the SparkContext fails in its constructor: Spark logs at INFO until then
         extra, rc, line = (["--set", "spark.conf={spark.task.cpus: '8'}"], 2,
                            "ner-tag: error: spark: cannot start a session: org.apache.spark.SparkException: ")
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
-           "SPARK_LOCAL_IP": "127.0.0.1"}
-    cmd = [spark_submit(), "--master", "local[2]", "--conf", "spark.driver.host=127.0.0.1",
-           "--conf", "spark.ui.enabled=false", str(ROOT / "jobs" / "tag_entities.py"),
-           "--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "out"), "--model", str(model), *extra]
-    r = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600,
-                       stdin=subprocess.DEVNULL)
+    r = submit("local[2]", ["--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "out"),
+                            "--model", str(model), *extra])
     lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
     assert r.returncode == rc, r.stdout[-3000:]
     assert lines[-1].startswith(line), "\n".join(lines[-40:])

@@ -5,19 +5,15 @@ and a run on a local-cluster that starts with no executor gets all of them."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT
 from ner_udf.spark import planned_slots
-from test_cluster import spark_submit
+from submit import submit
 from texts import corpus
 
 DYNAMIC = {"spark.dynamicAllocation.enabled": "true"}
@@ -62,34 +58,20 @@ def corpus_file(tmp_path_factory) -> Path:
     return path
 
 
-def submit(args: list[str], conf: dict[str, str], master: str = "local-cluster[3,1,1024]",
-           timeout: int = 600) -> subprocess.CompletedProcess:
+def submit_dynamic(args: list[str], conf: dict[str, str],
+                   master: str = "local-cluster[3,1,1024]") -> subprocess.CompletedProcess:
     """The job through spark-submit on ``master`` (by default three executors of one core) under
-    dynamic allocation with no initial executors; stopped by its process group if it hangs."""
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
-           "SPARK_LOCAL_IP": "127.0.0.1"}
-    conf = {"spark.driver.host": "127.0.0.1", "spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
-            "spark.executor.memory": "1g", **DYNAMIC, "spark.dynamicAllocation.shuffleTracking.enabled": "true",
+    dynamic allocation with no initial executors; Spark's own log apart, in ``stderr``."""
+    conf = {"spark.executor.memory": "1g", **DYNAMIC, "spark.dynamicAllocation.shuffleTracking.enabled": "true",
             "spark.dynamicAllocation.initialExecutors": "0", "spark.dynamicAllocation.minExecutors": "0", **conf}
-    cmd = [spark_submit(), "--master", master,
-           *[a for k, v in conf.items() for a in ("--conf", f"{k}={v}")],
-           str(ROOT / "jobs" / "tag_entities.py"), *args]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    return submit(master, args, conf, merged=False)
 
 
 def dry_run(corpus_file: Path, tmp: Path, model: Path, conf: dict[str, str]) -> tuple[dict, str]:
     """The plan ``--dry-run`` prints, and the whole output (spark-submit merges the driver's stderr
     into its stdout)."""
-    done = submit(["--input", str(corpus_file), "--output", str(tmp / "out"), "--model", str(model),
-                   "--set", "model.device=cpu", "--dry-run"], conf)
+    done = submit_dynamic(["--input", str(corpus_file), "--output", str(tmp / "out"), "--model", str(model),
+                           "--set", "model.device=cpu", "--dry-run"], conf)
     both = done.stdout + done.stderr
     assert done.returncode == 0, both[-4000:]
     return json.JSONDecoder().raw_decode(done.stdout, done.stdout.index("{\n"))[0], both
@@ -118,12 +100,13 @@ def test_a_run_that_starts_with_no_executor_gets_max_executors(corpus_file, tiny
     dynamic allocation brings all five. (The 4 partitions planned before from those 2 cores, 1
     slot, never asked for a fifth: the same run with spark.partitions=4 got four executors.)"""
     out = tmp_path / "out"
-    done = submit(["--input", str(corpus_file), "--output", str(out), "--model", str(tiny_model_dir),
-                   "--set", "model.device=cpu", "--quiet"],
-                  {"spark.dynamicAllocation.maxExecutors": "5", "spark.executor.cores": "2", "spark.task.cpus": "2",
-                   "spark.executor.memory": "512m", "spark.dynamicAllocation.schedulerBacklogTimeout": "1s",
-                   "spark.dynamicAllocation.sustainedSchedulerBacklogTimeout": "1s"},
-                  master="local-cluster[5,2,1024]")
+    done = submit_dynamic(["--input", str(corpus_file), "--output", str(out), "--model", str(tiny_model_dir),
+                           "--set", "model.device=cpu", "--quiet"],
+                          {"spark.dynamicAllocation.maxExecutors": "5", "spark.executor.cores": "2",
+                           "spark.task.cpus": "2", "spark.executor.memory": "512m",
+                           "spark.dynamicAllocation.schedulerBacklogTimeout": "1s",
+                           "spark.dynamicAllocation.sustainedSchedulerBacklogTimeout": "1s"},
+                          master="local-cluster[5,2,1024]")
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     manifest = json.loads((out / "manifest.json").read_text())
     loads, tasks = manifest["model_loads"], manifest["tasks_per_worker"]

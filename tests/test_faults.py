@@ -15,17 +15,14 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT, assert_same_entities, entity_scores
-from test_cluster import spark_submit
+from conftest import assert_same_entities, entity_scores
+from submit import submit
 from texts import corpus
 
 pytestmark = pytest.mark.slow
@@ -40,39 +37,28 @@ def runs(tiny_model_dir, tmp_path_factory) -> dict[str, tuple[Path, dict, list[s
     tmp = tmp_path_factory.mktemp("faults")
     texts = corpus(N_DOCS, seed=171, max_words=60)
     pq.write_table(pa.table({"doc_id": pa.array(range(N_DOCS), pa.int64()), "text": texts}), tmp / "in.parquet")
-    return {fault: submit(tmp, fault, tiny_model_dir) for fault in ("none", "python worker", "executor")}
+    return {fault: run_with(fault, tmp, tiny_model_dir) for fault in ("none", "python worker", "executor")}
 
 
-def submit(tmp: Path, fault: str, model: Path) -> tuple[Path, dict, list[str]]:
+def run_with(fault: str, tmp: Path, model: Path) -> tuple[Path, dict, list[str]]:
+    """The job on two executors; unless ``fault`` is "none", its target killed at the first model load."""
     out = tmp / f"out-{fault.replace(' ', '-')}"
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
-           "SPARK_LOCAL_IP": "127.0.0.1"}
-    cmd = [spark_submit(), "--master", "local-cluster[2,1,2048]", "--conf", "spark.driver.host=127.0.0.1",
-           "--conf", "spark.ui.enabled=false", "--conf", "spark.ui.showConsoleProgress=false",
-           "--conf", "spark.executor.memory=1g", str(ROOT / "jobs" / "tag_entities.py"),
-           "--input", str(tmp / "in.parquet"), "--output", str(out), "--model", str(model),
-           "--set", f"spark.partitions={PARTITIONS}", "--set", "model.device=cpu"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
-    timer = threading.Timer(600, os.killpg, (proc.pid, signal.SIGKILL))  # the whole submit, by its group
-    timer.start()
-    lines, killed = [], {}
-    try:
-        for line in proc.stdout:
-            lines.append(line.rstrip("\n"))
-            m = LOADED.search(line)
-            if fault != "none" and not killed and m:
-                worker = int(m["pid"])
-                target = worker if fault == "python worker" else executor_jvm(worker)
-                os.kill(target, signal.SIGKILL)
-                killed = {"worker": f"{m['host']}/{worker}", "pid": target}
-        proc.wait()
-    finally:
-        timer.cancel()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 0, "\n".join(lines[-60:])
+    killed = {}
+
+    def kill_on_load(line: str) -> None:
+        m = LOADED.search(line)
+        if fault != "none" and not killed and m:
+            worker = int(m["pid"])
+            target = worker if fault == "python worker" else executor_jvm(worker)
+            os.kill(target, signal.SIGKILL)
+            killed.update(worker=f"{m['host']}/{worker}", pid=target)
+
+    done = submit("local-cluster[2,1,2048]",
+                  ["--input", str(tmp / "in.parquet"), "--output", str(out), "--model", str(model),
+                   "--set", f"spark.partitions={PARTITIONS}", "--set", "model.device=cpu"],
+                  {"spark.executor.memory": "1g"}, on_line=kill_on_load)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0, "\n".join(lines[-60:])
     assert fault == "none" or killed, "no model load reported, nothing killed:\n" + "\n".join(lines[-60:])
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["killed"] = killed

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import ROOT, assert_same_entities, entity_scores
+from submit import submit
 from texts import corpus
 
 pytestmark = pytest.mark.slow
@@ -108,15 +109,9 @@ def test_standalone_cluster_runs_the_shipped_environment_and_model(rampart_dir, 
     pq.write_table(pa.table({"doc_id": pa.array(range(len(texts)), pa.int64()), "text": texts}), tmp_path / "in.parquet")
 
     # the same job in local[2], with the model directory on this machine: the reference
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
-           "SPARK_LOCAL_IP": "127.0.0.1"}
-    spark_submit = str(Path(sys.executable).parent / "spark-submit")
-    r = subprocess.run([spark_submit, "--master", "local[2]", "--conf", "spark.ui.enabled=false",
-                        "--conf", "spark.task.cpus=1",
-                        str(ROOT / "jobs" / "tag_entities.py"), "--config", str(ROOT / "conf" / "cluster-cpu.yaml"),
-                        "--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "local"),
-                        "--model", str(rampart_dir)],
-                       env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    r = submit("local[2]", ["--config", str(ROOT / "conf" / "cluster-cpu.yaml"), "--input", str(tmp_path / "in.parquet"),
+                            "--output", str(tmp_path / "local"), "--model", str(rampart_dir)],
+               {"spark.task.cpus": "1"}, merged=False)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
     with standalone_cluster(tmp_path) as (master, work_dirs):
@@ -130,15 +125,15 @@ def test_standalone_cluster_runs_the_shipped_environment_and_model(rampart_dir, 
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK_")}
         env["SPARK_LOCAL_IP"] = "127.0.0.1"
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # spark-submit of this pyspark
-        submit = subprocess.Popen(["bash", "-euc", script], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL, start_new_session=True)
+        job = subprocess.Popen(["bash", "-euc", script], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL, start_new_session=True)
         try:
-            out, _ = submit.communicate(timeout=600)
+            out, _ = job.communicate(timeout=600)
         finally:  # bash, spark-submit's JVM and the Python driver: one process group, ours
-            if submit.poll() is None:
-                os.killpg(submit.pid, signal.SIGKILL)
-                submit.wait()
-        assert submit.returncode == 0, out[-5000:]
+            if job.poll() is None:
+                os.killpg(job.pid, signal.SIGKILL)
+                job.wait()
+        assert job.returncode == 0, out[-5000:]
 
     manifest = json.loads((tmp_path / "cluster" / "manifest.json").read_text())
     loads, workers = manifest["model_loads"], manifest["workers"]
