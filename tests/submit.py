@@ -43,7 +43,8 @@ def submit(master: str, args: list[str], conf: dict[str, str] | None = None, *, 
     cmd = [spark_submit(), "--master", master,
            *[a for k, v in {**BASE_CONF, **(conf or {})}.items() for a in ("--conf", f"{k}={v}")], str(JOB), *args]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT if merged else subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, start_new_session=True)
+                            stderr=subprocess.STDOUT if merged else subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
     expired = threading.Event()
 
     def expire() -> None:
