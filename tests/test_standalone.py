@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import ROOT, assert_same_entities, entity_scores
-from submit import submit
+from submit import run_in_group, submit
 from texts import corpus
 
 pytestmark = pytest.mark.slow
@@ -125,15 +125,9 @@ def test_standalone_cluster_runs_the_shipped_environment_and_model(rampart_dir, 
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK_")}
         env["SPARK_LOCAL_IP"] = "127.0.0.1"
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # spark-submit of this pyspark
-        job = subprocess.Popen(["bash", "-euc", script], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL, start_new_session=True)
-        try:
-            out, _ = job.communicate(timeout=600)
-        finally:  # bash, spark-submit's JVM and the Python driver: one process group, ours
-            if job.poll() is None:
-                os.killpg(job.pid, signal.SIGKILL)
-                job.wait()
-        assert job.returncode == 0, out[-5000:]
+        # bash, spark-submit's JVM and the Python driver: one process group, ours
+        job = run_in_group(["bash", "-euc", script], env, ROOT)
+        assert job.returncode == 0, job.stdout[-5000:]
 
     manifest = json.loads((tmp_path / "cluster" / "manifest.json").read_text())
     loads, workers = manifest["model_loads"], manifest["workers"]
