@@ -252,7 +252,8 @@ def test_a_run_leaves_nothing_in_the_temp_folder(tiny_model_dir, tmp_path):
     write_corpus(tmp_path / "in.parquet", list(range(30)), corpus(30, seed=53))
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    env = {"TMPDIR": str(tmp), "JAVA_TOOL_OPTIONS": f"-Djava.io.tmpdir={tmp}"}
+    java_options = f"{os.environ.get('JAVA_TOOL_OPTIONS', '')} -Djava.io.tmpdir={tmp}".strip()  # conftest's too
+    env = {"TMPDIR": str(tmp), "JAVA_TOOL_OPTIONS": java_options}
     bad = broken_model(tiny_model_dir, tmp_path / "bad", "vocab")
     for model, rc in ((tiny_model_dir, 0), (bad, 1)):
         r = cli("--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "o"), "--model", str(model),
