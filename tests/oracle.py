@@ -7,9 +7,9 @@ from functools import lru_cache
 
 @lru_cache(maxsize=None)
 def _model(model_dir: str):
-    """The model, once per directory, with its forward pass remembered per input: the pipelines of
-    the five aggregation strategies feed it the same windows (they differ only in post-processing),
-    so each window runs once. The pipeline itself is called as users call it."""
+    """The model, once per directory, with its forward pass remembered per input: pipelines that
+    differ only in their aggregation strategy (post-processing) feed it the same windows for the
+    same stride and length, so each window runs once. The pipeline itself is called as users call it."""
     import torch
     from transformers import AutoModelForTokenClassification
 
