@@ -2,11 +2,13 @@
 pip-installed pyspark, and the job submitted exactly as README "Deploying" says (its standalone block,
 with this cluster's address, sizes and paths put in). Executors must run the Python of the shipped
 environment archive and load the shipped model archive (``make dist``), not ``.venv`` or ``.cache/``;
-their entities must equal the same job's in ``local[2]``. Every process the test starts is stopped by
-its pid, also when the test fails."""
+their entities must equal the tagger's in this process, with the same config file's settings and the
+same model (the job's tables equal the tagger's: test_job). Every process the test starts is stopped
+by its pid, also when the test fails."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -25,7 +27,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import ROOT, assert_same_entities, entity_scores
-from submit import run_in_group, submit
+from ner_udf.config import config_from
+from ner_udf.model import load_model
+from ner_udf.tagger import Tagger
+from submit import run_in_group
 from texts import corpus
 
 pytestmark = pytest.mark.slow
@@ -108,11 +113,15 @@ def test_standalone_cluster_runs_the_shipped_environment_and_model(rampart_dir, 
     texts = corpus(60, seed=141)
     pq.write_table(pa.table({"doc_id": pa.array(range(len(texts)), pa.int64()), "text": texts}), tmp_path / "in.parquet")
 
-    # the same job in local[2], with the model directory on this machine: the reference
-    r = submit("local[2]", ["--config", str(ROOT / "conf" / "cluster-cpu.yaml"), "--input", str(tmp_path / "in.parquet"),
-                            "--output", str(tmp_path / "local"), "--model", str(rampart_dir)],
-               {"spark.task.cpus": "1"}, merged=False)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    # the reference: the tagger here, with the recipe's config file and the model directory on this machine
+    cfg = config_from(ROOT / "conf" / "cluster-cpu.yaml", {"model.name": str(rampart_dir)})
+    results = Tagger.from_loaded(load_model(cfg.model), cfg.tagging).tag(texts)
+    local = {(i, e.label, e.start, e.end, texts[i][e.start:e.end]): e.score
+             for i, res in enumerate(results) for e in res.entities}
+    assert len(local) > 20, len(local)
+    weights = hashlib.sha256()
+    for w in sorted(rampart_dir.glob("*.safetensors")):
+        weights.update(w.read_bytes())
 
     with standalone_cluster(tmp_path) as (master, work_dirs):
         script = recipe()
@@ -143,9 +152,6 @@ def test_standalone_cluster_runs_the_shipped_environment_and_model(rampart_dir, 
     for w in workers.values():  # inside Spark's work directories: the shipped archives, not .venv / .cache
         assert any(w["python"].startswith(r) for r in roots) and w["python"].endswith("/environment/bin/python"), w
         assert any(w["model_path"].startswith(r) for r in roots) and w["model_path"].endswith("/model"), w
-    assert manifest["model"]["weights_sha256"] == json.loads((tmp_path / "local" / "manifest.json").read_text())[
-        "model"]["weights_sha256"]
-    local = entity_scores(tmp_path / "local")
-    assert len(local) > 20, len(local)
+    assert manifest["model"]["weights_sha256"] == weights.hexdigest()
     assert_same_entities(entity_scores(tmp_path / "cluster"), local)
     assert manifest["counts"]["documents"]["total"] == len(texts)
