@@ -119,9 +119,9 @@ def test_standalone_cluster_runs_the_shipped_environment_and_model(rampart_dir, 
     local = {(i, e.label, e.start, e.end, texts[i][e.start:e.end]): e.score
              for i, res in enumerate(results) for e in res.entities}
     assert len(local) > 20, len(local)
-    weights = hashlib.sha256()
-    for w in sorted(rampart_dir.glob("*.safetensors")):
-        weights.update(w.read_bytes())
+    (weights,) = rampart_dir.glob("*.safetensors")  # one file: its sha256 is the manifest's weights_sha256
+    with open(weights, "rb") as fh:
+        weights_sha256 = hashlib.file_digest(fh, "sha256").hexdigest()
 
     with standalone_cluster(tmp_path) as (master, work_dirs):
         script = recipe()
@@ -152,6 +152,6 @@ def test_standalone_cluster_runs_the_shipped_environment_and_model(rampart_dir, 
     for w in workers.values():  # inside Spark's work directories: the shipped archives, not .venv / .cache
         assert any(w["python"].startswith(r) for r in roots) and w["python"].endswith("/environment/bin/python"), w
         assert any(w["model_path"].startswith(r) for r in roots) and w["model_path"].endswith("/model"), w
-    assert manifest["model"]["weights_sha256"] == weights.hexdigest()
+    assert manifest["model"]["weights_sha256"] == weights_sha256
     assert_same_entities(entity_scores(tmp_path / "cluster"), local)
     assert manifest["counts"]["documents"]["total"] == len(texts)
