@@ -5,25 +5,37 @@ from __future__ import annotations
 from functools import lru_cache
 
 
+def remembered(fn, result=lambda r: r):
+    """``fn`` with its result remembered per argument values (arrays and tensors by shape, dtype and
+    bytes; anything else by ``repr``); each call returns ``result(remembered result)``. For a model's
+    forward that several callers feed the same inputs: it runs once per input."""
+    import numpy as np
+
+    def key(v):
+        if hasattr(v, "numpy"):  # a torch tensor
+            v = v.numpy()
+        return (v.shape, v.dtype.str, v.tobytes()) if isinstance(v, np.ndarray) else repr(v)
+
+    seen = {}
+
+    def call(*args, **kwargs):
+        k = (tuple(key(a) for a in args), tuple((n, key(v)) for n, v in sorted(kwargs.items())))
+        if k not in seen:
+            seen[k] = fn(*args, **kwargs)
+        return result(seen[k])
+
+    return call
+
+
 @lru_cache(maxsize=None)
 def _model(model_dir: str):
     """The model, once per directory, with its forward pass remembered per input: pipelines that
     differ only in their aggregation strategy (post-processing) feed it the same windows for the
     same stride and length, so each window runs once. The pipeline itself is called as users call it."""
-    import torch
     from transformers import AutoModelForTokenClassification
 
     model = AutoModelForTokenClassification.from_pretrained(model_dir)
-    forward, seen = model.forward, {}
-
-    def remembered(**inputs):
-        key = tuple((k, tuple(v.shape), v.numpy().tobytes()) if isinstance(v, torch.Tensor) else (k, repr(v))
-                    for k, v in sorted(inputs.items()))
-        if key not in seen:
-            seen[key] = forward(**inputs)
-        return seen[key]
-
-    model.forward = remembered  # nn.Module.__call__ runs self.forward
+    model.forward = remembered(model.forward)  # nn.Module.__call__ runs self.forward
     return model
 
 

@@ -16,7 +16,7 @@ from ner_udf.config import ModelConfig, TaggingConfig
 from ner_udf.model import load_model
 from ner_udf.tagger import Tagger
 from conftest import ROOT
-from oracle import assert_matches_oracle, oracle
+from oracle import assert_matches_oracle, oracle, remembered
 
 pytestmark = pytest.mark.slow
 
@@ -33,15 +33,8 @@ def loaded_model(model_dir: str):
     call): the four strided strategies' taggers make the same windows and batches and differ only in
     aggregation, so each batch runs once, as in the oracle (tests/oracle.py)."""
     loaded = load_model(ModelConfig(name=model_dir, device="cpu"))
-    forward, seen = loaded.forward, {}
-
-    def remembered(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        key = (ids.shape, ids.tobytes(), mask.tobytes())
-        if key not in seen:
-            seen[key] = np.asarray(forward(ids, mask))
-        return seen[key].copy()
-
-    return dataclasses.replace(loaded, forward=remembered)
+    forward = remembered(lambda ids, mask: np.asarray(loaded.forward(ids, mask)), np.copy)
+    return dataclasses.replace(loaded, forward=forward)
 
 
 @pytest.mark.parametrize("strategy", ["none", "simple", "first", "average", "max"])
